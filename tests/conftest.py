@@ -1,0 +1,55 @@
+"""Shared test fixtures: where ../shared lives, golden tensors, offline hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("TALKINGHEAD_SHARED", REPO_ROOT.parent / "shared"))
+GOLDEN_DIR = SHARED_DIR / "golden"
+MEDIA_DIR = SHARED_DIR / "media"
+REFERENCE_DIR = SHARED_DIR / "reference"
+
+
+def _require(path: Path) -> Path:
+    # Parity tests must never be skipped silently: a missing ../shared is an error.
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the tests read ../shared beside the repository "
+            "(or set TALKINGHEAD_SHARED)."
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    return _require(GOLDEN_DIR)
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return _require(MEDIA_DIR)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    return _require(REFERENCE_DIR)
+
+
+def load_golden(name: str) -> dict[str, torch.Tensor]:
+    """Tensors of ``../shared/golden/<name>.safetensors``."""
+    return load_file(str(_require(GOLDEN_DIR / f"{name}.safetensors")))
+
+
+def max_rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a - e| / max |e|: one number per tensor, robust to entries near zero."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    return float((actual.double() - expected.double()).abs().max() / scale)
