@@ -1,0 +1,208 @@
+"""Windowed (local) temporal attention with T5-style relative bias and rotary positions.
+
+A2V-FDM attends over the frames of every pixel with a centred window (dawn_spec.md §4.1):
+
+    out_i = softmax_j( R(q_i) . R(k_j) + B[bucket(j - i)] + M(i, j) ) v_j
+
+with R the rotary embedding (§2.3.2), B a learned per-head bias over bucketed relative distances
+shared by all temporal layers, and M(i, j) = -1e8 when |j - i| > window (official inference code).
+
+Two implementations of the same math:
+
+* :func:`reference_local_attention` materialises the full (F, F) logits with the -1e8 band mask,
+  exactly like the official O(F^2) code (§4.2). Used as the faithful mode and in tests.
+* :func:`local_attention` splits queries into blocks of ``block_size`` frames; each block attends
+  only to the keys ``[start - window, end + window)``, so the logits are
+  (F, block_size + 2 * window) instead of (F, F): memory O(F * window) (§4.3, done without loops).
+
+Both take ``bias_table``: (heads, 2 * span + 1), column ``c`` holding the bias of relative offset
+``j - i = c - span`` (built by :meth:`RelativePositionBias.offset_table`); the bias only depends on
+the offset, so the table is all either path needs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+MASK_VALUE = -1e8  # the official additive window mask
+
+
+def relative_position_bucket(relative_position: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+    """Bidirectional T5 bucket of ``relative_position = key - query`` (dawn_spec.md §2.3.2).
+
+    Half of the buckets are for keys before the query (``rel <= 0`` -> 0..num_buckets/2-1), half for
+    keys after it; within a half, distances below ``num_buckets / 4`` are exact and larger ones are
+    log-spaced up to ``max_distance``, beyond which they saturate.
+    """
+    n = -relative_position
+    half = num_buckets // 2
+    ret = (n < 0).long() * half
+    n = n.abs()
+    max_exact = half // 2
+    is_small = n < max_exact
+    # clamp_min(1) only avoids log(0) in entries that `is_small` discards anyway
+    scaled = torch.log(n.clamp_min(1).float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (scaled * (half - max_exact)).long()
+    large = large.clamp_max(half - 1)
+    return ret + torch.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias of bucketed relative frame offsets, shared by all temporal layers."""
+
+    def __init__(self, heads: int, num_buckets: int, max_distance: int) -> None:
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def offset_table(self, span: int) -> Tensor:
+        """Bias per relative offset: (heads, 2 * span + 1), column c <-> offset c - span."""
+        device = self.relative_attention_bias.weight.device
+        rel = torch.arange(-span, span + 1, device=device)
+        buckets = relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).t()
+
+    def forward(self, n: int, window: int | None = None) -> Tensor:
+        """The official dense bias: (heads, n, n) with -1e8 where |j - i| > window."""
+        table = self.offset_table(n - 1)
+        return dense_bias(table, n, window)
+
+
+def dense_bias(bias_table: Tensor, n: int, window: int | None) -> Tensor:
+    """Expand an offset table (heads, 2 * span + 1) to (heads, n, n), adding the window mask."""
+    span = (bias_table.shape[-1] - 1) // 2
+    pos = torch.arange(n, device=bias_table.device)
+    rel = pos[None, :] - pos[:, None]  # (i, j) -> j - i
+    # offsets beyond the table are masked by the window, their bias value cannot matter
+    bias = bias_table[:, rel.clamp(-span, span) + span]
+    if window is not None:
+        bias = bias + (rel.abs() > window).to(bias.dtype) * MASK_VALUE
+    return bias
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding, interleaved pairs (rotary-embedding-torch 0.3.5 semantics).
+
+    ``freqs = 1 / 10000 ** (arange(0, dim, 2) / dim)``; feature pair (2m, 2m+1) at position p is
+    rotated by the angle ``p * freqs[m]``; features beyond ``dim`` are left unchanged. ``freqs`` is a
+    non-persistent buffer: it is a constant, so it never enters the state dict.
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"rotary dim={dim} must be even")
+        self.dim = dim
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def cos_sin(self, n: int, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """cos and sin of the angles for positions 0..n-1: each (n, dim)."""
+        pos = torch.arange(n, device=self.freqs.device, dtype=self.freqs.dtype)
+        angles = torch.einsum("n,f->nf", pos, self.freqs)
+        angles = angles.repeat_interleave(2, dim=-1)  # interleaved: f0 f0 f1 f1 ...
+        dtype = dtype or self.freqs.dtype
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``t``: (..., n, d) by the angles of :meth:`RotaryEmbedding.cos_sin` (n, rot_dim)."""
+    rot = cos.shape[-1]
+    head, tail = t[..., :rot], t[..., rot:]
+    pairs = rearrange(head, "... (d r) -> ... d r", r=2)
+    x1, x2 = pairs.unbind(dim=-1)
+    rotated_half = rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
+    head = head * cos + rotated_half * sin
+    return torch.cat((head, tail), dim=-1) if tail.shape[-1] else head
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, bias_table: Tensor, window: int | None) -> int:
+    if q.shape != k.shape or k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
+    if q.dim() < 3 or bias_table.dim() != 2 or bias_table.shape[0] != q.shape[-3]:
+        raise ValueError(
+            f"expected q (..., heads, n, d) and bias_table (heads, 2*span+1); got q {tuple(q.shape)}, "
+            f"bias_table {tuple(bias_table.shape)}"
+        )
+    if window is not None and window < 0:
+        raise ValueError(f"window={window} must be >= 0 (or None for no window)")
+    n = q.shape[-2]
+    need = n - 1 if window is None else min(window, n - 1)
+    span = (bias_table.shape[-1] - 1) // 2
+    if span < need:
+        raise ValueError(f"bias_table covers offsets +-{span}, attention needs +-{need}")
+    return n
+
+
+def reference_local_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias_table: Tensor, window: int | None
+) -> Tensor:
+    """Dense O(n^2) attention with the -1e8 band mask, as the official code computes it.
+
+    Args:
+        q, k, v: (..., heads, n, d), q already scaled and both rotated.
+        bias_table: (heads, 2 * span + 1) relative bias, span >= min(window, n - 1).
+        window: keys with |j - i| > window are masked; None attends to all frames.
+    Returns:
+        (..., heads, n, d)
+    """
+    n = _check(q, k, v, bias_table, window)
+    sim = torch.einsum("...id,...jd->...ij", q, k) + dense_bias(bias_table, n, window)
+    sim = sim - sim.amax(dim=-1, keepdim=True).detach()
+    return torch.einsum("...ij,...jd->...id", sim.softmax(dim=-1), v)
+
+
+def local_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias_table: Tensor,
+    window: int | None,
+    *,
+    block_size: int | None = None,
+) -> Tensor:
+    """Banded attention, same result as :func:`reference_local_attention` in O(n * window) memory.
+
+    Queries are cut into blocks of ``block_size`` frames (default ``min(window, 32)``); block
+    ``[s, s + B)`` attends to keys ``[s - window, s + B + window)`` (zero-padded at the borders and
+    masked there), so the logits have shape (..., heads, n_blocks, B, B + 2 * window).
+
+    Args: as :func:`reference_local_attention`; ``block_size`` > 0 trades memory for batching.
+    Returns:
+        (..., heads, n, d)
+    """
+    n = _check(q, k, v, bias_table, window)
+    if window is None or n <= window + 1:
+        # every pair of frames is inside the window: plain full attention, n^2 <= n * (window + 1)
+        return reference_local_attention(q, k, v, bias_table, None)
+    w = window
+    bq = block_size if block_size is not None else max(1, min(w, 32))
+    if bq < 1:
+        raise ValueError(f"block_size={bq} must be >= 1")
+    nb = -(-n // bq)
+    n_pad = nb * bq
+    kb_len = bq + 2 * w
+    pad = (0, 0, w, n_pad - n + w)
+    qb = rearrange(nn.functional.pad(q, (0, 0, 0, n_pad - n)), "... (b i) d -> ... b i d", i=bq)
+    kb = nn.functional.pad(k, pad).unfold(-2, kb_len, bq).transpose(-1, -2)  # (..., nb, kb_len, d)
+    vb = nn.functional.pad(v, pad).unfold(-2, kb_len, bq).transpose(-1, -2)
+
+    span = (bias_table.shape[-1] - 1) // 2
+    device = q.device
+    rel = torch.arange(kb_len, device=device)[None, :] - torch.arange(bq, device=device)[:, None] - w
+    in_window = rel.abs() <= w  # (bq, kb_len); the same for every block
+    band = bias_table[:, rel.clamp(-w, w) + span].to(q.dtype)  # (heads, bq, kb_len)
+    key_pos = torch.arange(nb, device=device)[:, None] * bq - w + torch.arange(kb_len, device=device)
+    key_ok = (key_pos >= 0) & (key_pos < n)  # (nb, kb_len): padding keys at the borders
+    keep = in_window[None] & key_ok[:, None, :]  # (nb, bq, kb_len)
+
+    sim = torch.einsum("...bid,...bjd->...bij", qb, kb) + band[:, None]  # (..., h, nb, bq, kb_len)
+    # a finite fill: padded query rows may have no valid key and must not produce NaN
+    sim = sim.masked_fill(~keep, -torch.finfo(sim.dtype).max)
+    out = torch.einsum("...bij,...bjd->...bid", sim.softmax(dim=-1), vb)
+    return rearrange(out, "... b i d -> ... (b i) d")[..., :n, :]

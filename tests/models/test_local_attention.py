@@ -1,0 +1,139 @@
+"""Local (banded) temporal attention == the official dense attention with a -1e8 band mask."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from talkinghead.models.local_attention import (
+    RelativePositionBias,
+    RotaryEmbedding,
+    apply_rotary,
+    local_attention,
+    reference_local_attention,
+    relative_position_bucket,
+)
+
+HEADS, DIM_HEAD = 4, 8
+
+
+def _qkv(n: int, seed: int = 0, batch: int = 3) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, HEADS, n, DIM_HEAD, generator=g) for _ in range(3))
+
+
+def _table(span: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(HEADS, 2 * span + 1, generator=g)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40, 41, 48, 100, 130])
+@pytest.mark.parametrize("window", [3, 40])
+def test_local_matches_reference(n: int, window: int) -> None:
+    q, k, v = _qkv(n)
+    table = _table(max(n - 1, 0))
+    ref = reference_local_attention(q, k, v, table, window)
+    out = local_attention(q, k, v, table, window)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64])
+def test_block_sizes_and_short_table(block_size: int) -> None:
+    n, window = 50, 6
+    q, k, v = _qkv(n, seed=2, batch=1)
+    full_table = _table(n - 1)
+    short = full_table[:, n - 1 - window : n + window]  # only offsets -window..window
+    ref = reference_local_attention(q, k, v, full_table, window)
+    out = local_attention(q, k, v, short, window, block_size=block_size)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_window_none_is_full_attention() -> None:
+    q, k, v = _qkv(9)
+    table = _table(8)
+    ref = reference_local_attention(q, k, v, table, None)
+    expected = (q @ k.transpose(-1, -2) + reference_bias(table, 9)).softmax(-1) @ v
+    torch.testing.assert_close(local_attention(q, k, v, table, None), ref)
+    torch.testing.assert_close(ref, expected, atol=1e-5, rtol=0)
+
+
+def reference_bias(table: torch.Tensor, n: int) -> torch.Tensor:
+    span = (table.shape[-1] - 1) // 2
+    return torch.stack(
+        [torch.stack([table[:, j - i + span] for j in range(n)], -1) for i in range(n)], -2
+    )
+
+
+def test_gradients_match() -> None:
+    n, window = 23, 4
+    q, k, v = (t.requires_grad_() for t in _qkv(n, seed=3, batch=2))
+    table = _table(n - 1).requires_grad_()
+    grads = []
+    for fn in (reference_local_attention, local_attention):
+        out = fn(q, k, v, table, window)
+        grads.append(torch.autograd.grad((out * out.detach().cos()).sum(), (q, k, v, table)))
+    for a, b in zip(*grads):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any op produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_memory_is_linear_in_frames() -> None:
+    window, batch = 8, 1
+    largest = {}
+    for n in (200, 400):
+        q, k, v = _qkv(n, batch=batch)
+        table = _table(window)
+        with _LargestTensor() as rec:
+            local_attention(q, k, v, table, window)
+        largest[n] = rec.largest
+        # logits per (sequence, head, query): block + 2 * window keys, block = window
+        assert rec.largest <= batch * HEADS * (n + window) * 3 * window
+        assert rec.largest < batch * HEADS * n * n // 4
+    assert largest[400] <= 2.1 * largest[200]  # linear, not quadratic
+
+
+def test_bucket_map_matches_spec() -> None:
+    # dawn_spec.md §2.3.2: rel (key - query) -> bucket with 32 buckets, max_distance 32
+    expected = {-40: 15, -27: 15, -26: 14, -23: 14, -22: 13, -20: 13, -19: 12, -16: 12, -15: 11,
+                -14: 11, -13: 10, -11: 9, -9: 8, -8: 8, -7: 7, -1: 1, 0: 0, 1: 17, 7: 23, 8: 24,
+                9: 24, 10: 25, 12: 26, 14: 27, 15: 27, 16: 28, 19: 28, 20: 29, 22: 29, 23: 30,
+                26: 30, 27: 31, 100: 31}
+    rel = torch.tensor(list(expected))
+    got = relative_position_bucket(rel, 32, 32).tolist()
+    assert dict(zip(expected, got)) == expected
+
+
+def test_dense_bias_window_mask() -> None:
+    bias = RelativePositionBias(heads=2, num_buckets=32, max_distance=32)
+    dense = bias(10, window=3)
+    assert dense.shape == (2, 10, 10)
+    assert dense[0, 0, 4] < -1e7 and dense[0, 0, 3] > -1e7 and dense[1, 9, 5] < -1e7
+
+
+def test_rotary_interleaved_pairs() -> None:
+    rot = RotaryEmbedding(4)
+    cos, sin = rot.cos_sin(3)
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0, 5.0]).expand(3, 5)
+    out = apply_rotary(t, cos, sin)
+    angle = torch.arange(3.0)
+    torch.testing.assert_close(out[:, 0], angle.cos())
+    torch.testing.assert_close(out[:, 1], angle.sin())
+    torch.testing.assert_close(out[:, 3], (angle * 0.01).sin())  # freqs[1] = 1/10000**(2/4)
+    torch.testing.assert_close(out[:, 4], torch.full((3,), 5.0))  # beyond rot dim: untouched
+    assert "freqs" not in rot.state_dict()
