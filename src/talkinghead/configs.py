@@ -58,6 +58,7 @@ class PoseBlinkConfig:
     num_layers: int = 2  # decoder (and encoder) layers
     num_heads: int = 4  # attention heads
     dim_head: int = 32  # features per head in the decoder attentions
+    rotary_dim: int = 4  # leading features per head rotated by RoPE (official: min(32, num_heads))
     num_buckets: int = 128  # relative position buckets (T5 style)
     max_distance: int = 128  # distance at which buckets saturate
     eval_window: int = 200  # eval-mode attention window (frames); |i-j| > window is masked
@@ -138,11 +139,11 @@ PRESETS: dict[str, DawnConfig] = {
         ),
         pose=PoseBlinkConfig(
             audio_dim=8, latent_dim=16, audio_latent_dim=16, pose_latent_dim=8, ff_size=16,
-            num_heads=2, dim_head=8, num_buckets=16, max_distance=16,
+            num_heads=2, dim_head=8, rotary_dim=2, num_buckets=16, max_distance=16,
         ),
         blink=PoseBlinkConfig(
             motion_dim=2, audio_dim=8, latent_dim=16, audio_latent_dim=16, pose_latent_dim=8,
-            ff_size=16, num_heads=2, dim_head=8, num_buckets=16, max_distance=16,
+            ff_size=16, num_heads=2, dim_head=8, rotary_dim=2, num_buckets=16, max_distance=16,
         ),
         unet=UNet3DConfig(
             dim=8, dim_mults=(1, 2), feature_channels=16, face_loc_channels=4, audio_dim=8,

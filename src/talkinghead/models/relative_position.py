@@ -1,0 +1,148 @@
+"""T5-style bucketed relative position bias for temporal attention, with an optional window mask.
+
+Used by PBNet (dawn_spec.md §2.2 step 3) and the same construction as video-diffusion-pytorch's
+``RelativePositionBias``: the offset ``i - j`` between query ``i`` and key ``j`` is mapped to one of
+``num_buckets`` buckets (half per sign; the first half of each side exact, the rest log-spaced up to
+``max_distance``, beyond which offsets share the last bucket) and each bucket has one learned scalar per head.
+
+Window mask: the official PBNet adds ``-1e8`` to the bias where ``|i - j| > 200`` **in eval mode only**
+(dawn_spec.md §7 item 17). ``window`` reproduces that; ``window_eval_only=False`` applies it in training too.
+:func:`banded_attend` uses that mask to compute the same attention in O(n * window) memory.
+Adding ``-1e8`` (rather than ``-inf``) is kept because softmax then gives exactly zero weight in float32 while a
+row can never be fully masked (``i == j`` is always inside the window).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+MASK_VALUE = -1e8  # added to the bias outside the window (official value)
+
+
+def relative_position_bucket(
+    relative_position: Tensor, num_buckets: int = 32, max_distance: int = 128
+) -> Tensor:
+    """Bucket index of each relative position ``j - i`` (int64, same shape).
+
+    Positive and negative offsets use separate halves of the buckets. Matches the official integer results
+    exactly (float32 log, truncation towards zero).
+    """
+    half = num_buckets // 2
+    n = -relative_position
+    side = (n < 0).long() * half
+    n = n.abs()
+    max_exact = half // 2
+    is_small = n < max_exact
+    # clamp only avoids log(0) on entries that take the exact branch anyway
+    n_large = n.clamp(min=max(max_exact, 1)).float()
+    val_if_large = (
+        max_exact
+        + (
+            torch.log(n_large / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+        ).long()
+    )
+    val_if_large = val_if_large.clamp(max=half - 1)
+    return side + torch.where(is_small, n, val_if_large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias from bucketed relative positions.
+
+    Args:
+        heads: attention heads (one bias per head and bucket).
+        num_buckets: number of buckets (both signs together).
+        max_distance: offset at which buckets saturate.
+        window: if set, add ``MASK_VALUE`` where ``|i - j| > window``.
+        window_eval_only: apply the window mask only when the module is in eval mode (official PBNet).
+
+    State: ``relative_attention_bias.weight`` of shape (num_buckets, heads).
+    """
+
+    def __init__(
+        self,
+        heads: int = 8,
+        num_buckets: int = 32,
+        max_distance: int = 128,
+        window: int | None = None,
+        window_eval_only: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_buckets < 4 or num_buckets % 2:
+            raise ValueError(f"num_buckets={num_buckets} must be an even number >= 4.")
+        if max_distance <= num_buckets // 4:
+            raise ValueError(f"max_distance={max_distance} must exceed num_buckets // 4.")
+        if window is not None and window < 0:
+            raise ValueError(f"window={window} must be >= 0 or None.")
+        self.heads = heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.window = window
+        self.window_eval_only = window_eval_only
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    @property
+    def masks_now(self) -> bool:
+        """Whether the window mask is applied in the current mode."""
+        return self.window is not None and (not self.window_eval_only or not self.training)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """Bias between arbitrary query and key positions.
+
+        Args:
+            q_pos: (i,) integer query positions.
+            k_pos: (j,) integer key positions.
+        Returns:
+            (heads, i, j) bias in the embedding's dtype, window mask included when active.
+        """
+        rel_pos = rearrange(k_pos, "j -> 1 j") - rearrange(q_pos, "i -> i 1")
+        buckets = relative_position_bucket(rel_pos, self.num_buckets, self.max_distance)
+        values = rearrange(self.relative_attention_bias(buckets), "i j h -> h i j")
+        if self.masks_now:
+            outside = rel_pos.abs() > self.window
+            values = values + outside.to(values.dtype) * MASK_VALUE
+        return values
+
+    def forward(self, n: int, device: torch.device | None = None) -> Tensor:
+        """Bias of a length-``n`` sequence attending to itself: (heads, n, n)."""
+        if device is None:
+            device = self.relative_attention_bias.weight.device
+        pos = torch.arange(n, dtype=torch.long, device=device)
+        return self.bias(pos, pos)
+
+    def extra_repr(self) -> str:
+        return (
+            f"heads={self.heads}, num_buckets={self.num_buckets}, max_distance={self.max_distance}, "
+            f"window={self.window}, window_eval_only={self.window_eval_only}"
+        )
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """softmax(q k^T + bias) v with the official max subtraction; q: (B,h,i,d), k/v: (B,h,j,d), bias: (h,i,j)."""
+    sim = torch.einsum("b h i d, b h j d -> b h i j", q, k)
+    if bias is not None:
+        sim = sim + bias
+    sim = sim - sim.amax(dim=-1, keepdim=True).detach()
+    return torch.einsum("b h i j, b h j d -> b h i d", sim.softmax(dim=-1), v)
+
+
+def banded_attend(
+    q: Tensor, k: Tensor, v: Tensor, bias_fn: RelativePositionBias, window: int, chunk: int
+) -> Tensor:
+    """Exact equivalent of ``attend(q, k, v, bias_fn(n))`` when keys with ``|i - j| > window`` are masked.
+
+    Outside the window the official bias is ``-1e8``, whose softmax weight is exactly 0 in float32, so each query
+    block only needs the keys within ``window`` of it. Memory O(n * (chunk + 2 window)) instead of O(n^2).
+    """
+    n = q.shape[-2]
+    pos = torch.arange(n, device=q.device)
+    blocks = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        k0, k1 = max(0, start - window), min(n, stop + window)
+        bias = bias_fn.bias(pos[start:stop], pos[k0:k1])
+        blocks.append(attend(q[..., start:stop, :], k[..., k0:k1, :], v[..., k0:k1, :], bias))
+    return torch.cat(blocks, dim=-2)

@@ -1,0 +1,88 @@
+"""Rotary position embedding (RoPE) with interleaved pairs on a leading slice of the features.
+
+Semantics of ``rotary-embedding-torch`` 0.3.5 (``RotaryEmbedding(dim).rotate_queries_or_keys``), which the
+official PBNet and A2V-FDM code use (dawn_spec.md §2.2, §7 item 17):
+
+* frequencies ``f_k = 1 / theta ** (2k / dim)`` for ``k = 0 .. dim/2 - 1`` (``theta = 10000``);
+* angle of feature pair ``k`` at position ``p`` is ``p * f_k``, each angle repeated for its two features;
+* pairs are *interleaved*: features ``(x0, x1), (x2, x3), ...`` rotate together;
+* only the first ``dim`` features of the last axis rotate; the rest pass through unchanged. The official PBNet
+  builds ``RotaryEmbedding(min(32, heads))``, so with 4 heads only 4 of the 32 features per head rotate.
+
+The official module keeps its frequencies as a (non-trainable) parameter ``freqs`` that ends up in checkpoints;
+here they are recomputed from ``dim`` (they are deterministic), so this module has no state.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+
+def rotary_frequencies(
+    dim: int, theta: float = 10000.0, device: torch.device | None = None
+) -> Tensor:
+    """The ``dim // 2`` rotation frequencies, float32, shape ``(dim // 2,)``."""
+    exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
+    return 1.0 / (theta**exponents)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """Map each interleaved pair ``(a, b)`` to ``(-b, a)``; ``x: (..., d)`` with ``d`` even."""
+    pairs = rearrange(x, "... (d r) -> ... d r", r=2)
+    a, b = pairs.unbind(dim=-1)
+    return rearrange(torch.stack((-b, a), dim=-1), "... d r -> ... (d r)")
+
+
+class RotaryEmbedding(nn.Module):
+    """Stateless RoPE over the first ``dim`` features of the last axis.
+
+    Args:
+        dim: number of rotated features (even). Features beyond ``dim`` are left untouched.
+        theta: frequency base.
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        if dim <= 0 or dim % 2:
+            raise ValueError(f"rotary dim={dim} must be a positive even number.")
+        self.dim = dim
+        self.theta = theta
+
+    def angles(self, positions: Tensor) -> Tensor:
+        """Rotation angles per position and rotated feature.
+
+        Args:
+            positions: (n,) positions (any numeric dtype; computed in float32).
+        Returns:
+            (n, dim) float32 angles, each pair's angle repeated twice (interleaved layout).
+        """
+        freqs = rotary_frequencies(self.dim, self.theta, device=positions.device)
+        angles = positions.float()[:, None] * freqs  # -> (n, dim / 2)
+        return repeat(angles, "n f -> n (f r)", r=2)
+
+    def forward(self, t: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Rotate queries or keys.
+
+        Args:
+            t: (..., n, d) with ``d >= dim``; the sequence axis is the second to last.
+            positions: (n,) positions of the ``n`` tokens; default ``0 .. n-1``.
+        Returns:
+            Tensor of the same shape and dtype as ``t``.
+        """
+        n, d = t.shape[-2], t.shape[-1]
+        if d < self.dim:
+            raise ValueError(f"cannot rotate {self.dim} features of a tensor with last axis {d}.")
+        if positions is None:
+            positions = torch.arange(n, device=t.device)
+        elif positions.shape != (n,):
+            raise ValueError(f"positions has shape {tuple(positions.shape)}, expected ({n},).")
+        angles = self.angles(positions)
+        cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
+        head, tail = t[..., : self.dim], t[..., self.dim :]
+        head = head * cos + rotate_half(head) * sin
+        return torch.cat((head, tail), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, theta={self.theta}"
