@@ -11,6 +11,7 @@ Glossary: ``alphas_cumprod[t]`` = ᾱ_t (index t = 0..T-1; clean data is ᾱ = 1
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -129,4 +130,4 @@ def ddim_timesteps(num_steps: int, num_train: int = 1000) -> list[tuple[int, int
     # float32 linspace + truncation, as the official code does; float64 could round differently
     times = torch.linspace(0.0, float(num_train), num_steps + 2, dtype=torch.float32)[:-1]
     grid = list(reversed(times.int().tolist()))
-    return list(zip(grid[:-1], grid[1:]))
+    return list(itertools.pairwise(grid))
