@@ -15,9 +15,71 @@ class CLIError(Exception):
     """A user-facing error: printed as one sentence, exit status 2, no traceback."""
 
 
+_RESOLUTIONS = {"128": (128,), "256": (256,), "all": (128, 256)}
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert official checkpoints to talkinghead's format")
-    p.set_defaults(func=lambda args: _not_yet("convert"))
+    kinds = p.add_subparsers(dest="source", required=True)
+    off = kinds.add_parser(
+        "official",
+        help="official DAWN files (Hugging Face layout) -> OUT_DIR/dawn-128, OUT_DIR/dawn-256",
+    )
+    off.add_argument("src_dir", metavar="SRC_DIR", help="folder laid out like Hanbo-Cheng/DAWN")
+    off.add_argument("out_dir", metavar="OUT_DIR", help="where the model directories are written")
+    off.add_argument("--resolution", choices=sorted(_RESOLUTIONS), default="all")
+    off.add_argument("--no-progress", action="store_true", help="no progress bar")
+    off.set_defaults(func=_run_convert_official)
+
+
+def _run_convert_official(args: argparse.Namespace) -> int:
+    from .convert.dawn_official import convert_official_dir
+
+    try:
+        written = convert_official_dir(
+            args.src_dir,
+            args.out_dir,
+            resolutions=_RESOLUTIONS[args.resolution],
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError) as err:
+        raise CLIError(_first_line(err)) from err
+    for path in written:
+        logging.getLogger(__name__).info("wrote %s", path)
+    return 0
+
+
+def _first_line(err: BaseException) -> str:
+    # library errors are one sentence already; HTTP errors from huggingface_hub carry extra lines
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch the official DAWN weights and HuBERT from Hugging Face")
+    p.add_argument("--dest", default=None, help="target folder (default: <cache>/official)")
+    p.add_argument("--resolution", choices=sorted(_RESOLUTIONS), default="all")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of Hanbo-Cheng/DAWN")
+    p.add_argument("--no-hubert", action="store_true", help="skip facebook/hubert-large-ls960-ft")
+    p.set_defaults(func=_run_download)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from .hub import download_official
+
+    try:
+        dest = download_official(
+            args.dest,
+            resolution=_RESOLUTIONS[args.resolution],
+            revision=args.revision,
+            hubert=not args.no_hubert,
+        )
+    except (OSError, ValueError) as err:
+        raise CLIError(_first_line(err)) from err
+    logging.getLogger(__name__).info(
+        "downloaded into %s; next: talkinghead convert official %s <OUT_DIR>", dest, dest
+    )
+    return 0
 
 
 def _not_yet(name: str) -> int:
@@ -31,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert,):
+    for add in (_add_convert, _add_download):
         add(sub)
     return parser
 
