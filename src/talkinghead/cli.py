@@ -82,6 +82,53 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .eval.evaluate import EvalOptions
+    from .eval.networks import WEIGHTS_ENV
+
+    p = sub.add_parser("eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report")
+    p.add_argument("generated_dir", metavar="GENERATED_DIR", help="folder of generated videos")
+    p.add_argument("--reference", default=None, metavar="REAL_DIR", help="real videos, paired by file stem")
+    p.add_argument("--out", default="eval_report", help="report folder (metrics.json, report.html, cache/)")
+    p.add_argument("--weights-dir", default=None, help=f"metric network weights (default: ${WEIGHTS_ENV})")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=EvalOptions.batch_size)
+    p.add_argument("--fid-max-frames", type=int, default=EvalOptions.fid_max_frames,
+                   help="frames per video used for FID (default: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .eval.evaluate import EvalOptions, evaluate_directory, write_json
+    from .eval.report import write_report
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = EvalOptions(
+        batch_size=args.batch_size, fid_max_frames=args.fid_max_frames, progress=not args.no_progress
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = evaluate_directory(
+            args.generated_dir, args.reference, out_dir=out, weights_dir=args.weights_dir,
+            device=device, options=options,
+        )
+    except (OSError, ValueError) as err:
+        raise CLIError(_first_line(err)) from err
+    write_json(result.summary, out / "metrics.json")
+    write_report(result, out / "report.html")
+    log = logging.getLogger(__name__)
+    for path in result.summary["skipped"]:
+        log.warning("skipped unreadable video %s", path["path"])
+    log.info("wrote %s and %s", out / "metrics.json", out / "report.html")
+    return 0
+
+
 def _not_yet(name: str) -> int:
     raise CLIError(f"'{name}' is not available in this build.")
 
@@ -93,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert, _add_download):
+    for add in (_add_convert, _add_download, _add_eval):
         add(sub)
     return parser
 
