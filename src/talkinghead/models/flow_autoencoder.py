@@ -104,7 +104,14 @@ class RegionPredictor(nn.Module):
         outer = centred.unsqueeze(-1) @ centred.unsqueeze(-2)  # -> (B, K, h, w, 2, 2)
         covar = (outer * weights.unsqueeze(-1)).sum(dim=(2, 3))
         affine, u, d = covariance_sqrt(covar)
-        return {"heatmap": heatmap, "shift": shift, "covar": covar, "affine": affine, "u": u, "d": d}
+        return {
+            "heatmap": heatmap,
+            "shift": shift,
+            "covar": covar,
+            "affine": affine,
+            "u": u,
+            "d": d,
+        }
 
 
 class BackgroundMotionPredictor(nn.Module):
@@ -295,7 +302,9 @@ class FlowAutoencoder(nn.Module):
     def encode_source(self, source: Tensor) -> SourceEncoding:
         """``source: (B, C, S, S)`` in [0, 1] -> its encoder features."""
         if source.ndim != 4 or source.shape[1] != self.cfg.num_channels:
-            raise ValueError(f"source must be (B, {self.cfg.num_channels}, S, S), got {tuple(source.shape)}")
+            raise ValueError(
+                f"source must be (B, {self.cfg.num_channels}, S, S), got {tuple(source.shape)}"
+            )
         return SourceEncoding(source, tuple(self.generator.encode(source)))
 
     def compute_fea(self, source: Tensor) -> Tensor:
@@ -343,7 +352,9 @@ class FlowAutoencoder(nn.Module):
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         enc = source if isinstance(source, SourceEncoding) else self.encode_source(source)
         if enc.image.shape[0] != 1:
-            raise ValueError(f"decode_frames takes one portrait, got a batch of {enc.image.shape[0]}")
+            raise ValueError(
+                f"decode_frames takes one portrait, got a batch of {enc.image.shape[0]}"
+            )
         for start in range(0, flow.shape[0], batch_size):
             stop = start + batch_size
             yield self.decode(enc, flow[start:stop], occlusion[start:stop])
@@ -374,17 +385,21 @@ def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
 
 
 def _max_features(widths: list[int], block_expansion: int, default: int) -> int:
-    """Smallest-surprise cap consistent with observed level widths ``widths[i]`` (level i+1)."""
+    """A channel cap consistent with the observed widths ``widths[i]`` of levels ``i + 1``.
+
+    A cap that no level reaches is invisible in the shapes; then the default is kept if it is
+    large enough, so an official checkpoint maps back to exactly the official config.
+    """
+    if not widths:
+        return default
     uncapped = [block_expansion * 2 ** (i + 1) for i in range(len(widths))]
     if widths == uncapped:
         # The cap was never reached: keep the default when it reproduces the same widths.
-        return default if default >= uncapped[-1] else uncapped[-1]
+        return max(default, uncapped[-1])
     return max(widths)
 
 
-def _encoder_dims(
-    sd: Mapping[str, Tensor], prefix: str, default_max: int
-) -> tuple[int, int, int]:
+def _encoder_dims(sd: Mapping[str, Tensor], prefix: str, default_max: int) -> tuple[int, int, int]:
     """(block_expansion, max_features, num_blocks) of an hourglass encoder under ``prefix``."""
     n = _count(sd, re.escape(prefix) + r"down_blocks\.(\d+)\.conv\.weight")
     if n == 0:
@@ -422,7 +437,7 @@ def config_from_state_dict(sd: Mapping[str, Tensor]) -> FlowAEConfig:
         num_channels=first.shape[1],
         num_regions=sd["region_predictor.regions.weight"].shape[0],
         block_expansion=be,
-        max_features=_max_features(widths, be, default.max_features) if widths else default.max_features,
+        max_features=_max_features(widths, be, default.max_features),
         num_down_blocks=n_down,
         num_bottleneck_blocks=_count(sd, r"generator\.bottleneck\.r(\d+)\.conv1\.weight"),
         flow_block_expansion=flow_be,
