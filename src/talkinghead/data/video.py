@@ -27,6 +27,7 @@ from typing import Any
 import av
 import numpy as np
 from torch import Tensor
+from typing_extensions import Self
 
 from talkinghead.data.audio import AudioError
 
@@ -184,7 +185,7 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None  # (H, W) of the input frames
         self._closed = False
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
