@@ -110,18 +110,26 @@ def test_strict_loading_reports_shape_mismatch(tiny_lfg, tmp_path):
 
 def test_missing_files_name_the_fetch_command(tmp_path):
     (tmp_path / "c").mkdir()
-    with pytest.raises(hub.MissingFilesError, match=r"config\.json, model\.safetensors.*talkinghead download"):
+    with pytest.raises(
+        hub.MissingFilesError, match=r"config\.json, model\.safetensors.*talkinghead download"
+    ):
         hub.load_component(tmp_path / "c")
     with pytest.raises(hub.MissingFilesError, match=r"model\.json.*talkinghead download"):
         hub.load_model_dir(tmp_path)
     hub.write_model_json(tmp_path, 128)
-    with pytest.raises(hub.MissingFilesError, match=r"flow_ae/config\.json.*face_loc/model\.safetensors"):
+    with pytest.raises(
+        hub.MissingFilesError, match=r"flow_ae/config\.json.*face_loc/model\.safetensors"
+    ):
         hub.load_model_dir(tmp_path)
 
 
 def test_model_json_is_checked(tmp_path):
     hub.write_model_json(tmp_path, 256)
-    assert hub.read_model_json(tmp_path) == {"format": "talkinghead", "version": 1, "resolution": 256}
+    assert hub.read_model_json(tmp_path) == {
+        "format": "talkinghead",
+        "version": 1,
+        "resolution": 256,
+    }
     (tmp_path / "model.json").write_text(json.dumps({"format": "other", "version": 1}))
     with pytest.raises(ValueError, match="not a talkinghead v1 model"):
         hub.read_model_json(tmp_path)
@@ -170,9 +178,16 @@ class FakeHub:
                 lfs = SimpleNamespace(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             yield SimpleNamespace(path=path, size=len(data), lfs=lfs)
 
-    def snapshot_download(self, repo_id, *, revision=None, allow_patterns=None, local_dir=None, **kw):
+    def snapshot_download(
+        self, repo_id, *, revision=None, allow_patterns=None, local_dir=None, **kw
+    ):
         self.snapshots.append(
-            {"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns, "local_dir": local_dir}
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "allow_patterns": allow_patterns,
+                "local_dir": local_dir,
+            }
         )
         for path, data in self.repos[repo_id].items():
             if allow_patterns is None or path in allow_patterns:
@@ -214,7 +229,9 @@ def test_download_official_all(fake_hub, tmp_path):
 def test_download_official_one_resolution_no_hubert(fake_hub, tmp_path):
     hub.download_official(tmp_path, resolution=256, hubert=False)
     (dawn,) = fake_hub.snapshots
-    assert "DAWN_256.pth" in dawn["allow_patterns"] and "LFG_256_400ep.pth" in dawn["allow_patterns"]
+    assert (
+        "DAWN_256.pth" in dawn["allow_patterns"] and "LFG_256_400ep.pth" in dawn["allow_patterns"]
+    )
     assert not any("128" in p for p in dawn["allow_patterns"])
     assert fake_hub.listed == [("Hanbo-Cheng/DAWN", None)]
 

@@ -56,7 +56,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="fetch the official DAWN weights and HuBERT from Hugging Face")
+    p = sub.add_parser("download", help="fetch the official DAWN weights and HuBERT from the Hub")
     p.add_argument("--dest", default=None, help="target folder (default: <cache>/official)")
     p.add_argument("--resolution", choices=sorted(_RESOLUTIONS), default="all")
     p.add_argument("--revision", default=None, help="branch, tag or commit of Hanbo-Cheng/DAWN")

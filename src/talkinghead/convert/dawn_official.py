@@ -23,6 +23,7 @@ component         official file                              what is dropped
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import re
@@ -48,9 +49,12 @@ CONVERTER_VERSION = "1"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
 LFG_PARTS = ("generator", "region_predictor", "bg_predictor")
 FACE_LOC_ASSET = "face_loc_emb_seed1234.safetensors"
-PBNET_DIRNAMES = ("pbnet", "pbnet_seperate", "pbnet_separate")  # HF ships pbnet/, the official code wants _seperate
+# HF ships pbnet/, the official code reads pbnet_seperate/ (dawn_spec §7 item 12)
+PBNET_DIRNAMES = ("pbnet", "pbnet_seperate", "pbnet_separate")
 ROTARY_SUFFIX = "rotary_emb.freqs"
 POSITION_TABLE_SUFFIX = "sequence_pos_encoder.pe"
+# PoseBlinkConfig fields that tensor shapes do not determine: taken from opt.yaml (or defaults)
+PBNET_OPT_ONLY_FIELDS = ("max_distance", "eval_window", "dropout")
 
 # Ordered (regex, replacement) tables, official key -> our key (diffusers' *_KEYS_RENAME_DICT). Our modules keep
 # the official names, so the tables list only real differences.
@@ -76,9 +80,9 @@ def load_official(path: str | Path) -> Mapping[str, Any]:
         raise ValueError(
             f"{path} is not a plain tensor checkpoint; refusing to unpickle it ({first_line})."
         ) from err
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors.")
-    return obj
+    if isinstance(obj, Mapping):
+        return obj
+    raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors.")
 
 
 def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,12 +93,16 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         while new.startswith(WRAPPER_PREFIXES):
             new = new.split(".", 1)[1]
         if new in out:
-            raise ValueError(f"keys {key!r} and another key both become {new!r} without wrapper prefixes.")
+            raise ValueError(
+                f"keys {key!r} and another key both become {new!r} without wrapper prefixes."
+            )
         out[new] = value
     return out
 
 
-def apply_renames(state_dict: Mapping[str, Any], table: Iterable[tuple[str, str]]) -> dict[str, Any]:
+def apply_renames(
+    state_dict: Mapping[str, Any], table: Iterable[tuple[str, str]]
+) -> dict[str, Any]:
     """Apply every ``(regex, replacement)`` of ``table`` in order to every key; collisions raise."""
     rules = [(re.compile(pattern), replacement) for pattern, replacement in table]
     out: dict[str, Any] = {}
@@ -143,7 +151,9 @@ def lfg_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     absent = [p for p in LFG_PARTS if p not in checkpoint]
     if absent:
         raise ValueError(f"LFG checkpoint lacks {absent}; it has {sorted(checkpoint)}.")
-    sd = {f"{part}.{k}": v for part in LFG_PARTS for k, v in strip_wrappers(checkpoint[part]).items()}
+    sd = {
+        f"{part}.{k}": v for part in LFG_PARTS for k, v in strip_wrappers(checkpoint[part]).items()
+    }
     return apply_renames(sd, LFG_KEYS_RENAME)
 
 
@@ -156,7 +166,9 @@ def unet_state_dict(diffusion: Mapping[str, Tensor]) -> dict[str, Tensor]:
         del sd[key]
     stray = sorted(k for k in sd if not k.startswith("denoise_fn."))
     if stray:
-        raise ValueError(f"checkpoint['diffusion'] has keys outside denoise_fn.: {', '.join(stray)}")
+        raise ValueError(
+            f"checkpoint['diffusion'] has keys outside denoise_fn.: {', '.join(stray)}"
+        )
     return apply_renames(sd, UNET_KEYS_RENAME)
 
 
@@ -202,10 +214,12 @@ def read_opt_yaml(path: str | Path) -> dict[str, Any]:
     try:
         opt = yaml.safe_load(text)
     except yaml.constructor.ConstructorError:
-        opt = yaml.load(text, Loader=_TolerantSafeLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(opt, dict):
-        raise ValueError(f"{path} does not hold a mapping of options.")
-    return opt
+        opt = yaml.load(
+            text, Loader=_TolerantSafeLoader
+        )  # a SafeLoader subclass: no python objects
+    if isinstance(opt, dict):
+        return opt
+    raise ValueError(f"{path} does not hold a mapping of options.")
 
 
 # ----------------------------------------------------------------------------------- per-component API
@@ -255,15 +269,27 @@ def convert_pbnet(ckpt_path: str | Path, opt_yaml_path: str | Path, motion_dim: 
     from ..models import pose_blink_cvae
 
     ckpt_path, opt_yaml_path = Path(ckpt_path), Path(opt_yaml_path)
-    opt = read_opt_yaml(opt_yaml_path)
-    sd = pbnet_state_dict(load_official(ckpt_path))
-    found = sd.get("decoder.finallayer.weight")
-    if found is not None and found.shape[0] != motion_dim:
+    official = load_official(ckpt_path)
+    from_weights = pose_blink_cvae.config_from_state_dict(strip_wrappers(official))
+    if from_weights.motion_dim != motion_dim:
         raise ValueError(
-            f"{ckpt_path} predicts {found.shape[0]} channels, not motion_dim={motion_dim} "
+            f"{ckpt_path} predicts {from_weights.motion_dim} channels, not motion_dim={motion_dim} "
             "(pose has 6, blink has 2: are pose/ and blink/ swapped?)."
         )
-    cfg = pose_blink_cvae.config_from_opt_yaml(opt, motion_dim)
+    from_opt = pose_blink_cvae.config_from_opt_yaml(read_opt_yaml(opt_yaml_path), motion_dim)
+    # Shapes are authoritative; opt.yaml adds what shapes cannot show (max_distance, dropout).
+    visible = [
+        f.name for f in dataclasses.fields(from_weights) if f.name not in PBNET_OPT_ONLY_FIELDS
+    ]
+    disagree = [n for n in visible if getattr(from_opt, n) != getattr(from_weights, n)]
+    if disagree:
+        logger.warning(
+            "%s: opt.yaml disagrees with the weights on %s; using the weights",
+            opt_yaml_path,
+            disagree,
+        )
+    cfg = dataclasses.replace(from_opt, **{n: getattr(from_weights, n) for n in visible})
+    sd = pbnet_state_dict(official)
     component = "pose" if motion_dim == 6 else "blink"
     model = hub.build_and_load(cfg, sd, what=f"PoseBlinkCVAE from {ckpt_path.name}")
     meta = _metadata(ckpt_path, component, opt_sha256=hub.sha256_file(opt_yaml_path))
@@ -299,7 +325,9 @@ def _newest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def find_official_files(src_dir: str | Path, resolutions: Iterable[int] = (128, 256)) -> dict[str, Path]:
+def find_official_files(
+    src_dir: str | Path, resolutions: Iterable[int] = (128, 256)
+) -> dict[str, Path]:
     """Locate the official files in a folder laid out like the Hugging Face repository ``Hanbo-Cheng/DAWN``.
 
     Returns:
@@ -343,14 +371,21 @@ def find_official_files(src_dir: str | Path, resolutions: Iterable[int] = (128, 
 
 
 def _write_model_dir(
-    out_dir: Path, name: str, resolution: int, parts: Mapping[str, Converted], src: Path, files: Mapping[str, Path]
+    out_dir: Path,
+    name: str,
+    resolution: int,
+    parts: Mapping[str, Converted],
+    src: Path,
+    files: Mapping[str, Path],
 ) -> Path:
     """Write one model directory atomically: into a temp dir next to it, then rename."""
     final = out_dir / name
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp"))
     try:
         for component, (model, cfg, meta) in parts.items():
-            key = {"flow_ae": f"flow_ae_{resolution}", "unet": f"unet_{resolution}"}.get(component, component)
+            key = {"flow_ae": f"flow_ae_{resolution}", "unet": f"unet_{resolution}"}.get(
+                component, component
+            )
             if key in files:
                 meta = {**meta, "source_file": files[key].relative_to(src).as_posix()}
             hub.save_component(model, cfg, tmp / component, meta)
