@@ -67,7 +67,9 @@ class MissingFilesError(FileNotFoundError):
     """Required weight files are absent; the message names them and the command that fetches them."""
 
 
-def missing_files_error(missing: Iterable[str | Path], where: str | Path, hint: str) -> MissingFilesError:
+def missing_files_error(
+    missing: Iterable[str | Path], where: str | Path, hint: str
+) -> MissingFilesError:
     names = ", ".join(str(m) for m in missing)
     return MissingFilesError(f"{where} is missing {names}; {hint}.")
 
@@ -185,7 +187,9 @@ def build_and_load(cfg: Any, state_dict: dict[str, torch.Tensor], *, what: str =
     load_state_dict_strict(model, state_dict, assign=True, what=what)
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:
-        raise ValueError(f"{what or type(model).__name__}: tensors not loaded: {', '.join(left_on_meta)}")
+        raise ValueError(
+            f"{what or type(model).__name__}: tensors not loaded: {', '.join(left_on_meta)}"
+        )
     return model.eval()
 
 
@@ -259,7 +263,9 @@ def load_component(
     directory = Path(directory)
     missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / n).is_file()]
     if missing:
-        raise missing_files_error(missing, directory, FETCH_HINT + " and `talkinghead convert official`")
+        raise missing_files_error(
+            missing, directory, FETCH_HINT + " and `talkinghead convert official`"
+        )
     cfg = read_config(directory)
     state = load_file(str(directory / WEIGHTS_FILE), device=str(device))
     if dtype is not None:
@@ -288,7 +294,9 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
     """``path/model.json``, checked to be ours and of a version we read."""
     file = Path(path) / MODEL_FILE
     if not file.is_file():
-        raise missing_files_error([MODEL_FILE], path, FETCH_HINT + " and `talkinghead convert official`")
+        raise missing_files_error(
+            [MODEL_FILE], path, FETCH_HINT + " and `talkinghead convert official`"
+        )
     info = json.loads(file.read_text(encoding="utf-8"))
     if info.get("format") != FORMAT_NAME or info.get("version") != FORMAT_VERSION:
         raise ValueError(
@@ -310,7 +318,10 @@ def load_model_dir(
     path = Path(path)
     info = read_model_json(path)
     missing = [
-        f"{c}/{n}" for c in COMPONENTS for n in (CONFIG_FILE, WEIGHTS_FILE) if not (path / c / n).is_file()
+        f"{c}/{n}"
+        for c in COMPONENTS
+        for n in (CONFIG_FILE, WEIGHTS_FILE)
+        if not (path / c / n).is_file()
     ]
     if missing:
         raise missing_files_error(missing, path, FETCH_HINT + " and `talkinghead convert official`")
