@@ -267,14 +267,16 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop without producing an output file (temp file removed)."""
         self._closed = True
-        for closable in (self._audio, self._container):
-            if closable is None:
-                continue
-            try:
-                closable.close()
-            except (av.FFmpegError, OSError, ValueError) as exc:
-                logger.debug("ignored while aborting %s: %s", self.path, exc)
-        self._abort_files()
+        try:
+            for closable in (self._audio, self._container):
+                if closable is None:
+                    continue
+                try:
+                    closable.close()
+                except Exception as exc:  # noqa: BLE001 - cleanup must reach the file removal
+                    logger.debug("ignored while aborting %s: %s", self.path, exc)
+        finally:
+            self._abort_files()
 
     def _abort_files(self) -> None:
         _remove_quietly(self._tmp)
