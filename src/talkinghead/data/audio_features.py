@@ -15,6 +15,7 @@ one's own data when no HuBERT checkpoint is at hand.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -211,13 +212,8 @@ def mel_filterbank(
 ) -> Tensor:
     """Triangular HTK-mel filters: (n_mels, n_fft // 2 + 1) float32, peak 1 each."""
     f_max = sample_rate / 2
-
-    def to_mel(f: float | Tensor) -> float | Tensor:
-        return 2595.0 * (torch.log10(1 + torch.as_tensor(f, dtype=torch.float64) / 700.0))
-
-    mel_points = torch.linspace(
-        float(to_mel(f_min)), float(to_mel(f_max)), n_mels + 2, dtype=torch.float64
-    )
+    mel_min, mel_max = (2595.0 * math.log10(1 + f / 700.0) for f in (f_min, f_max))
+    mel_points = torch.linspace(mel_min, mel_max, n_mels + 2, dtype=torch.float64)
     hz_points = 700.0 * (10 ** (mel_points / 2595.0) - 1)
     freqs = torch.linspace(0, f_max, n_fft // 2 + 1, dtype=torch.float64)
     lower, center, upper = hz_points[:-2, None], hz_points[1:-1, None], hz_points[2:, None]

@@ -107,7 +107,9 @@ class _AudioTrack:
         self._written += samples.shape[1]
         container.mux(self.stream.encode(frame))
 
-    def write_until(self, seconds: float, container: Any, *, final: bool = False) -> None:
+    def write_until(
+        self, seconds: float | Fraction, container: Any, *, final: bool = False
+    ) -> None:
         """Encode source audio up to ``seconds`` (whole AAC frames only unless ``final``)."""
         target = round(seconds * self.rate)
         while self._written + self._buffer.shape[1] < target and not self._exhausted:
