@@ -43,6 +43,7 @@ class FlowAEConfig:
     bg_max_features: int = 1024  # encoder channel cap
     bg_num_blocks: int = 5  # encoder depth
     scale_factor: float = 0.25  # flow / region resolution relative to the image
+    svd: str = "lapack"  # region covariance sqrt: "lapack" (official, CPU) | "analytic" (on device)
 
 
 @dataclass(frozen=True)
