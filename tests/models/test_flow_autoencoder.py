@@ -17,6 +17,7 @@ from talkinghead.models.flow_autoencoder import (
     FlowAutoencoder,
     SourceEncoding,
     config_from_state_dict,
+    covariance_sqrt,
 )
 from talkinghead.models.warp import make_coordinate_grid, warp
 
@@ -115,6 +116,26 @@ def test_golden_parity(name: str, golden_outputs: dict[str, torch.Tensor]) -> No
 def test_every_golden_output_is_checked() -> None:
     outputs = {k for k in load_golden("lfg128_reduced_io") if not k.startswith("input.")}
     assert outputs == set(GOLDEN_NAMES)
+
+
+def test_analytic_svd_matches_golden_downstream(golden_model: FlowAutoencoder) -> None:
+    """The on-device closed-form 2x2 sqrt may flip U per region (gesdd's sign is arbitrary), but
+    the revert_axis_swap sign fix makes everything downstream agree with the official outputs."""
+    io_ = load_golden("lfg128_reduced_io")
+    src, drv = io_["input.source_image"], io_["input.driving_image"]
+    model = FlowAutoencoder(dataclasses.replace(golden_model.cfg, svd="analytic")).eval()
+    model.load_state_dict(golden_model.state_dict(), strict=True)
+    with torch.no_grad():
+        sp, dp = model.region_predictor(src), model.region_predictor(drv)
+        for who, params in (("source", sp), ("driving", dp)):
+            expected = io_[f"region_predictor.{who}.affine"]
+            sign = torch.sign(params["affine"][..., :1, :1] * expected[..., :1, :1])
+            torch.testing.assert_close(params["affine"] * sign, expected, atol=1e-6, rtol=1e-5)
+        gen = model.generator(src, dp, sp, model.bg_predictor(src, drv))
+    for key in ("optical_flow", "occlusion_map", "prediction", "deformed"):
+        expected = io_[f"generator.{key}"]
+        assert max_rel_error(gen[key], expected) <= RTOL, key
+        torch.testing.assert_close(gen[key], expected, atol=ATOL, rtol=0)
 
 
 def test_golden_config_read_off_shapes(golden_dir: Path) -> None:
@@ -292,6 +313,11 @@ def test_decode_rejects_bad_input() -> None:
         model.decode(_images(1, 0), flow[..., :1], occ)
     with pytest.raises(ValueError, match="one portrait"):
         next(model.decode_frames(SourceEncoding(_images(2, 0), ()), flow, occ))
+
+
+def test_covariance_sqrt_rejects_unknown_method() -> None:
+    with pytest.raises(ValueError, match="method"):
+        covariance_sqrt(torch.eye(2), "eig")
 
 
 def test_config_default_is_official() -> None:

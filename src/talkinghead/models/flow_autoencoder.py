@@ -50,21 +50,38 @@ from .warp import (
 RegionParams = dict[str, Tensor]
 
 
-def covariance_sqrt(covar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``affine = U diag(sqrt(S))`` of symmetric 2x2 covariances, as the official code does it.
+def covariance_sqrt(covar: Tensor, method: str = "lapack") -> tuple[Tensor, Tensor, Tensor]:
+    """``affine = U diag(sqrt(S))`` of symmetric PSD 2x2 covariances.
 
-    The official code takes ``torch.svd(covar.cpu())`` (LAPACK gesdd); the signs of U's columns
-    change the sparse motions downstream, so we run the same LAPACK routine on CPU in float32
-    (2x2 matrices: the transfer is negligible) and move the result back.
+    ``method="lapack"`` is the official computation: ``torch.svd(covar.cpu())`` (LAPACK gesdd) in
+    float32, moved back to ``covar``'s device. ``method="analytic"`` is a closed-form
+    eigendecomposition (float64 internally, stays on the device, no host sync). For these matrices
+    gesdd returns a reflection ``U = [[p, q], [q, -p]]`` (det -1) whose only freedom is a joint
+    sign flip of both columns; the analytic form picks ``p <= 0`` (gesdd's usual choice), so ``U``
+    and ``affine`` may differ from gesdd's by a per-region sign, which the sparse-motion sign fix
+    (``revert_axis_swap``) removes: the flow predictor's inputs agree to float precision.
 
     Args:
         covar: ``(..., 2, 2)``.
+        method: ``"lapack"`` or ``"analytic"``.
 
     Returns:
-        ``affine, u, d``, each ``(..., 2, 2)``; ``d = diag(sqrt(S))``.
+        ``affine, u, d``, each ``(..., 2, 2)``; ``d = diag(sqrt(S))``, ``S`` descending.
     """
-    u, s, _ = torch.linalg.svd(covar.float().cpu())
-    u, s = u.to(covar.device), s.to(covar.device)
+    if method == "lapack":
+        u, s, _ = torch.linalg.svd(covar.float().cpu())
+        u, s = u.to(covar.device), s.to(covar.device)
+    elif method == "analytic":
+        c64 = covar.double()
+        a, b, c = c64[..., 0, 0], c64[..., 0, 1], c64[..., 1, 1]
+        mean, radius = (a + c) / 2, torch.hypot((a - c) / 2, b)
+        s = torch.stack([mean + radius, (mean - radius).clamp_min(0)], dim=-1)
+        theta = 0.5 * torch.atan2(2 * b, a - c)  # principal axis angle, cos(theta) >= 0
+        p, q = -torch.cos(theta), -torch.sin(theta)
+        u = torch.stack([torch.stack([p, q], -1), torch.stack([q, -p], -1)], -2)
+        u, s = u.to(covar.dtype), s.to(covar.dtype)
+    else:
+        raise ValueError(f"method={method!r} must be 'lapack' or 'analytic'")
     d = torch.diag_embed(s.sqrt())
     return u @ d, u, d
 
@@ -86,6 +103,7 @@ class RegionPredictor(nn.Module):
         )
         self.regions = nn.Conv2d(self.predictor.out_filters, cfg.num_regions, 7, padding=3)
         self.temperature = cfg.temperature
+        self.svd = cfg.svd
         if cfg.scale_factor != 1:
             self.down = AntiAliasInterpolation2d(cfg.num_channels, cfg.scale_factor)
 
@@ -103,7 +121,7 @@ class RegionPredictor(nn.Module):
         centred = grid - shift[:, :, None, None, :]  # -> (B, K, h, w, 2)
         outer = centred.unsqueeze(-1) @ centred.unsqueeze(-2)  # -> (B, K, h, w, 2, 2)
         covar = (outer * weights.unsqueeze(-1)).sum(dim=(2, 3))
-        affine, u, d = covariance_sqrt(covar)
+        affine, u, d = covariance_sqrt(covar, self.svd)
         return {
             "heatmap": heatmap,
             "shift": shift,
