@@ -218,9 +218,8 @@ def test_square_crop_box_is_square_and_contains_face() -> None:
     near_edge = square_crop_box(np.array([0.0, 0.0, 100.0, 100.0]), (400, 400))
     assert near_edge[:2] == (0, 0)  # shifted inside instead of padded
     too_big = square_crop_box(np.array([0.0, 0.0, 100.0, 100.0]), (120, 120))
-    assert too_big[2] - too_big[0] == 170 and crop_and_resize(
-        np.zeros((120, 120, 3), np.uint8), too_big, 32
-    ).shape == (32, 32, 3)
+    assert too_big[2] - too_big[0] == 170  # larger than the image: stays centred, padded
+    assert crop_and_resize(np.zeros((120, 120, 3), np.uint8), too_big, 32).shape == (32, 32, 3)
     with pytest.raises(ValueError, match="margin"):
         square_crop_box(face, (800, 1000), margin=0)
 
