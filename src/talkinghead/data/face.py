@@ -6,7 +6,8 @@ without Cython, ONNX or the BFM file:
 1. Detection: FaceBoxes (``models/faceboxes.py``) on the BGR image downscaled to h <= 720,
    w <= 1080; scores > 0.05, greedy NMS at IoU 0.3, keep score > 0.2. Of several faces we use the
    **largest** for everything (the official code mixes the last face's pose with the first face's
-   eyes and bbox, §7 item 4). Without 3DDFA weights, OpenCV's bundled Haar cascade finds the box.
+   eyes and bbox, §7 item 4). Without 3DDFA weights, OpenCV's bundled Haar cascade finds the box
+   (OpenCV >= 5 no longer bundles it; then a centred face is assumed, with a warning).
 2. Pose: the 3DDFA MobileNet (``models/face_regressor.py``) on the 120x120 ROI crop gives 62 params;
    ``P = param[:12].reshape(3, 4)`` -> ``[yaw, pitch, roll (deg), s, tx, ty]`` exactly like the
    official ``get_pose`` (the 3DDFA convention the DAWN checkpoints were trained on).
