@@ -103,18 +103,17 @@ class _Attention(nn.Module):
         self.rotary_emb = rotary  # stateless (shared), so it adds no state-dict keys
 
     def forward(
-        self, x: Tensor, memory: Tensor | None, bias_fn: RelativePositionBias, chunk: int | None
+        self, x: Tensor, memory: Tensor | None, bias: Tensor, band: tuple[int, int] | None
     ) -> Tensor:
+        """x, memory: (B, n, dim); bias: (h, n, n), or an offset table (h, 2R+1) when ``band = (window,
+        chunk)`` selects the banded path."""
         if self.fused_qkv:
             q, k, v = self.to_qkv(x).chunk(3, dim=-1)
         else:
             q, k, v = self.to_q(x), self.to_k(memory), self.to_v(memory)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         q, k = self.rotary_emb(q * self.scale), self.rotary_emb(k)
-        if chunk is None:
-            out = attend(q, k, v, bias_fn(x.shape[1], x.device))
-        else:
-            out = banded_attend(q, k, v, bias_fn, bias_fn.window, chunk)
+        out = attend(q, k, v, bias) if band is None else banded_attend(q, k, v, bias, *band)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -176,14 +175,12 @@ class _DecoderLayer(nn.Module):
         self,
         tgt: Tensor,
         memory: Tensor,
-        bias_tgt: RelativePositionBias,
-        bias_mem: RelativePositionBias,
-        chunk: int | None,
+        bias_tgt: Tensor,
+        bias_mem: Tensor,
+        band: tuple[int, int] | None,
     ) -> Tensor:
-        tgt = self.layer_norm1(tgt + self.dropout(self.self_attn(tgt, None, bias_tgt, chunk)))
-        tgt = self.layer_norm2(
-            tgt + self.dropout(self.multihead_attn(tgt, memory, bias_mem, chunk))
-        )
+        tgt = self.layer_norm1(tgt + self.dropout(self.self_attn(tgt, None, bias_tgt, band)))
+        tgt = self.layer_norm2(tgt + self.dropout(self.multihead_attn(tgt, memory, bias_mem, band)))
         return self.layer_norm3(tgt + self.dropout(self.ffn(tgt)))
 
 
@@ -239,25 +236,33 @@ class PoseBlinkDecoder(nn.Module):
         )
         # the official queries start from zeros, so init_proj contributes only its bias
         queries = self.init_proj(memory.new_zeros(b, t, memory.shape[-1]))
-        chunk = self._chunk(t, attn_chunk)
-        bias_tgt, bias_mem = self.time_rel_pos_bias_tgt, self.time_rel_pos_bias_mem
-        queries = self.init_temporal_attn(queries, memory=None, bias_fn=bias_tgt, chunk=chunk)
+        band = self._band(t, attn_chunk)
+        bias_tgt, bias_mem = (
+            module(t, audio.device)
+            if band is None
+            else module.offset_table(band[1] - 1 + band[0], audio.device)
+            for module in (self.time_rel_pos_bias_tgt, self.time_rel_pos_bias_mem)
+        )
+        queries = self.init_temporal_attn(queries, memory=None, bias=bias_tgt, band=band)
         for layer in self.seqTransDecoder.decoder_layers:
-            queries = layer(queries, memory, bias_tgt, bias_mem, chunk)
+            queries = layer(queries, memory, bias_tgt, bias_mem, band)
         return self.finallayer(queries).masked_fill(~mask[..., None], 0.0)
 
-    def _chunk(self, t: int, attn_chunk: int | None) -> int | None:
-        """Query block for the banded path, or None for full attention."""
+    def _band(self, t: int, attn_chunk: int | None) -> tuple[int, int] | None:
+        """(window, query block) of the banded path, or None for full attention."""
         banded_ok = self.time_rel_pos_bias_tgt.masks_now and self.time_rel_pos_bias_mem.masks_now
         if attn_chunk is None:
-            return DEFAULT_ATTN_CHUNK if banded_ok and t > FULL_ATTENTION_MAX_FRAMES else None
+            if not (banded_ok and t > FULL_ATTENTION_MAX_FRAMES):
+                return None
+            logger.debug("decoding %d frames with banded attention (exact)", t)
+            attn_chunk = DEFAULT_ATTN_CHUNK
         if attn_chunk <= 0:
             return None
         if not banded_ok:
             raise ValueError(
                 "banded attention (attn_chunk > 0) is exact only in eval mode with eval_window set."
             )
-        return attn_chunk
+        return self.eval_window, min(attn_chunk, t)
 
 
 class PoseBlinkEncoder(nn.Module):

@@ -89,29 +89,27 @@ class RelativePositionBias(nn.Module):
         """Whether the window mask is applied in the current mode."""
         return self.window is not None and (not self.window_eval_only or not self.training)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """Bias between arbitrary query and key positions.
+    def offset_table(self, max_offset: int, device: torch.device | None = None) -> Tensor:
+        """Bias per relative offset ``j - i = -max_offset .. max_offset``, window mask included when active.
 
-        Args:
-            q_pos: (i,) integer query positions.
-            k_pos: (j,) integer key positions.
         Returns:
-            (heads, i, j) bias in the embedding's dtype, window mask included when active.
+            (heads, 2 * max_offset + 1); column ``max_offset + r`` is the bias of offset ``r``.
         """
-        rel_pos = rearrange(k_pos, "j -> 1 j") - rearrange(q_pos, "i -> i 1")
-        buckets = relative_position_bucket(rel_pos, self.num_buckets, self.max_distance)
-        values = rearrange(self.relative_attention_bias(buckets), "i j h -> h i j")
+        if device is None:
+            device = self.relative_attention_bias.weight.device
+        offsets = torch.arange(-max_offset, max_offset + 1, dtype=torch.long, device=device)
+        buckets = relative_position_bucket(offsets, self.num_buckets, self.max_distance)
+        values = rearrange(self.relative_attention_bias(buckets), "r h -> h r")
         if self.masks_now:
-            outside = rel_pos.abs() > self.window
+            outside = offsets.abs() > self.window
             values = values + outside.to(values.dtype) * MASK_VALUE
         return values
 
     def forward(self, n: int, device: torch.device | None = None) -> Tensor:
         """Bias of a length-``n`` sequence attending to itself: (heads, n, n)."""
-        if device is None:
-            device = self.relative_attention_bias.weight.device
-        pos = torch.arange(n, dtype=torch.long, device=device)
-        return self.bias(pos, pos)
+        table = self.offset_table(max(n - 1, 0), device)
+        pos = torch.arange(n, device=table.device)
+        return gather_bias(table, pos[None, :] - pos[:, None])
 
     def extra_repr(self) -> str:
         return (
@@ -129,20 +127,37 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     return torch.einsum("b h i j, b h j d -> b h i d", sim.softmax(dim=-1), v)
 
 
-def banded_attend(
-    q: Tensor, k: Tensor, v: Tensor, bias_fn: RelativePositionBias, window: int, chunk: int
-) -> Tensor:
-    """Exact equivalent of ``attend(q, k, v, bias_fn(n))`` when keys with ``|i - j| > window`` are masked.
+def gather_bias(table: Tensor, rel_pos: Tensor) -> Tensor:
+    """Bias matrix from an offset table. table: (heads, 2R+1) as from ``offset_table(R)``,
+    rel_pos: (i, j) offsets ``k - q`` with ``|rel_pos| <= R`` -> (heads, i, j)."""
+    return table[:, rel_pos + (table.shape[-1] - 1) // 2]
 
-    Outside the window the official bias is ``-1e8``, whose softmax weight is exactly 0 in float32, so each query
-    block only needs the keys within ``window`` of it. Memory O(n * (chunk + 2 window)) instead of O(n^2).
+
+def banded_attend(
+    q: Tensor, k: Tensor, v: Tensor, table: Tensor, window: int, chunk: int
+) -> Tensor:
+    """Exact equivalent of ``attend`` with the full bias when keys with ``|i - j| > window`` are masked.
+
+    Outside the window the official bias is ``-1e8``, whose softmax weight is exactly 0 in float32, so each
+    query block only needs the keys within ``window`` of it. Memory O(n * (chunk + 2 window)), not O(n^2).
+
+    Args:
+        q, k, v: (B, h, n, d) (queries and keys at positions 0 .. n-1).
+        table: (h, 2R+1) offset table with ``R >= chunk - 1 + window`` (``RelativePositionBias.offset_table``).
+        window: mask half-width; chunk: queries per block.
     """
+    if chunk <= 0:
+        raise ValueError(f"chunk={chunk} must be positive.")
+    if table.shape[-1] < 2 * (chunk - 1 + window) + 1:
+        raise ValueError(
+            f"offset table of {table.shape[-1]} columns is too small for chunk + window."
+        )
     n = q.shape[-2]
     pos = torch.arange(n, device=q.device)
     blocks = []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         k0, k1 = max(0, start - window), min(n, stop + window)
-        bias = bias_fn.bias(pos[start:stop], pos[k0:k1])
+        bias = gather_bias(table, pos[None, k0:k1] - pos[start:stop, None])
         blocks.append(attend(q[..., start:stop, :], k[..., k0:k1, :], v[..., k0:k1, :], bias))
     return torch.cat(blocks, dim=-2)
