@@ -117,7 +117,7 @@ def extract_features(
     feats["meta"] = np.array([fps, t, h, w, 0 if audio is None else len(audio) / SYNC_SAMPLE_RATE])
 
     steps: dict[str, Callable[[], np.ndarray]] = {
-        "motion": lambda: _motion(video, boxes(), (h, w)),
+        "motion": lambda: _motion(video, frames, boxes()),
         "openness": lambda: _openness(video, frames, boxes()),
         "audio_beats": lambda: (
             np.zeros(0, np.int64) if audio is None else audio_beats(audio, SYNC_SAMPLE_RATE, fps, t)
@@ -145,9 +145,9 @@ def extract_features(
     return feats
 
 
-def _motion(video: Path, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def _motion(video: Path, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     side = video.with_name(video.stem + ".pose.npy")
-    return np.load(side).astype(np.float64) if side.is_file() else head_motion_curve(boxes, hw)
+    return np.load(side).astype(np.float64) if side.is_file() else head_motion_curve(frames, boxes)
 
 
 def _openness(video: Path, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
