@@ -87,6 +87,7 @@ class UNet3DConfig:
     rel_pos_buckets: int = 32  # temporal relative position buckets
     rel_pos_max_distance: int = 32  # distance at which buckets saturate
     window: int = 40  # local temporal attention half-width (frames) at inference
+    attention: str = "local"  # temporal attention: "local" (banded, O(F*window)) or "full" (O(F^2))
 
     @property
     def in_channels(self) -> int:

@@ -184,6 +184,9 @@ def local_attention(
     bq = block_size if block_size is not None else max(1, min(w, 32))
     if bq < 1:
         raise ValueError(f"block_size={bq} must be >= 1")
+    if n <= bq + 2 * w:
+        # a block would see every key anyway: the dense band-masked logits are no larger
+        return reference_local_attention(q, k, v, bias_table, w)
     nb = -(-n // bq)
     n_pad = nb * bq
     kb_len = bq + 2 * w
