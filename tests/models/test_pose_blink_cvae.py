@@ -70,9 +70,7 @@ def test_golden_decode_and_postprocess(golden, frames: int) -> None:
 def test_golden_eval_window_is_what_f250_exercises(golden, frames: int) -> None:
     """Without the ±200 eval mask F=250 must miss the golden output (and F=40 must not care)."""
     net, model, io = golden
-    unmasked = PoseBlinkCVAE(
-        PoseBlinkConfig(**{**model.config.__dict__, "eval_window": 10**6})
-    ).eval()
+    unmasked = PoseBlinkCVAE(PoseBlinkConfig(**{**model.cfg.__dict__, "eval_window": 10**6})).eval()
     unmasked.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         out = unmasked.decode(
@@ -155,7 +153,7 @@ def _tiny_inputs(
     model: PoseBlinkCVAE, b: int = 2, t: int = 12, seed: int = 1
 ) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    cfg = model.config
+    cfg = model.cfg
     return torch.rand(b, t, cfg.motion_dim, generator=g), torch.randn(
         b, t, cfg.audio_dim, generator=g
     )
@@ -165,7 +163,7 @@ def _tiny_inputs(
 def test_tiny_shapes(which: str) -> None:
     model = _tiny(which).eval()
     x, audio = _tiny_inputs(model)
-    cfg = model.config
+    cfg = model.cfg
     assert model.decode(x[:, :1], audio).shape == (2, 12, cfg.motion_dim)
     mu, logvar = model.encode(x, audio)
     assert mu.shape == logvar.shape == (12, 2, cfg.latent_dim)
@@ -181,7 +179,7 @@ def test_same_generator_same_output() -> None:
     ]
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
     assert not torch.allclose(outs[0], outs[2])
-    z = torch.randn((12, 2, model.config.latent_dim), generator=torch.Generator().manual_seed(7))
+    z = torch.randn((12, 2, model.cfg.latent_dim), generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(model.decode(x[:, :1], audio, z), outs[0], atol=0, rtol=0)
 
 
@@ -207,7 +205,7 @@ def test_banded_equals_full_tiny(t: int, chunk: int | None) -> None:
     """Small window so that blocks, borders and the automatic switch (> 1024 frames) are all exercised."""
     model = _tiny(eval_window=5).eval()
     x, audio = _tiny_inputs(model, b=1, t=t)
-    z = torch.randn(t, 1, model.config.latent_dim, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(t, 1, model.cfg.latent_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full = model.decode(x[:, :1], audio, z, attn_chunk=0)
         banded = model.decode(x[:, :1], audio, z, attn_chunk=chunk)
@@ -217,16 +215,16 @@ def test_banded_equals_full_tiny(t: int, chunk: int | None) -> None:
 def test_save_load_round_trip(tmp_path: Path) -> None:
     model = _tiny("blink").eval()
     save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(config_to_json(model.config))
+    (tmp_path / "config.json").write_text(config_to_json(model.cfg))
     with torch.device("meta"):
         loaded = PoseBlinkCVAE(config_from_json((tmp_path / "config.json").read_text()))
     loaded.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True, assign=True)
     loaded.eval()
     x, audio = _tiny_inputs(model)
-    z = torch.randn(12, 2, model.config.latent_dim)
+    z = torch.randn(12, 2, model.cfg.latent_dim)
     torch.testing.assert_close(loaded.decode(x[:, :1], audio, z), model.decode(x[:, :1], audio, z))
     assert config_from_state_dict(model.state_dict()) == PoseBlinkConfig(
-        **{**model.config.__dict__, "max_distance": PoseBlinkConfig.max_distance}
+        **{**model.cfg.__dict__, "max_distance": PoseBlinkConfig.max_distance}
     )
 
 

@@ -309,7 +309,7 @@ class PoseBlinkCVAE(nn.Module):
     def __init__(self, cfg: PoseBlinkConfig) -> None:
         super().__init__()
         _validate_config(cfg)
-        self.config = cfg
+        self.cfg = cfg
         self.encoder = PoseBlinkEncoder(cfg)
         self.decoder = PoseBlinkDecoder(cfg)
 
@@ -345,7 +345,7 @@ class PoseBlinkCVAE(nn.Module):
         """
         mask = self._check_inputs(init, audio, mask, need_full_length=False)
         b, t = mask.shape
-        shape = (t, b, self.config.latent_dim)
+        shape = (t, b, self.cfg.latent_dim)
         if z is None:
             z = torch.randn(shape, generator=generator, device=audio.device, dtype=audio.dtype)
         elif tuple(z.shape) != shape:
@@ -376,7 +376,7 @@ class PoseBlinkCVAE(nn.Module):
     def _check_inputs(
         self, x: Tensor, audio: Tensor, mask: Tensor | None, need_full_length: bool = True
     ) -> Tensor:
-        cfg = self.config
+        cfg = self.cfg
         if audio.ndim != 3 or audio.shape[-1] != cfg.audio_dim:
             raise ValueError(f"audio must be (B, T, {cfg.audio_dim}), got {tuple(audio.shape)}.")
         b, t = audio.shape[:2]
