@@ -70,7 +70,7 @@ def covariance_sqrt(covar: Tensor, method: str = "lapack") -> tuple[Tensor, Tens
     """
     if method == "lapack":
         u, s, _ = torch.linalg.svd(covar.float().cpu())
-        u, s = u.to(covar.device), s.to(covar.device)
+        u, s = u.to(covar.device, covar.dtype), s.to(covar.device, covar.dtype)
     elif method == "analytic":
         c64 = covar.double()
         a, b, c = c64[..., 0, 0], c64[..., 0, 1], c64[..., 1, 1]

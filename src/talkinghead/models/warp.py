@@ -83,7 +83,7 @@ def region_gaussians(shift: Tensor, covar: Tensor | float, size: tuple[int, int]
     diff = grid - shift[:, :, None, None, :]  # -> (B, K, h, w, 2)
     if isinstance(covar, float):
         return torch.exp(-0.5 * (diff**2).sum(-1) / covar)
-    inv = torch.inverse(covar)[:, :, None, None]  # -> (B, K, 1, 1, 2, 2)
+    inv = torch.inverse(covar.float()).to(diff.dtype)[:, :, None, None]  # -> (B, K, 1, 1, 2, 2)
     quad = (diff.unsqueeze(-2) @ inv @ diff.unsqueeze(-1))[..., 0, 0]
     return torch.exp(-0.5 * quad)
 
@@ -129,7 +129,9 @@ def sparse_motions(
     grid = make_coordinate_grid(*size, device=src_shift.device, dtype=src_shift.dtype)
     coords = grid - drv_shift[:, :, None, None, :]  # -> (B, K, h, w, 2)
     if "affine" in driving:
-        affine = source["affine"] @ torch.inverse(driving["affine"].float())
+        # inverse in float32 (torch has no half-precision inverse), as the official code does
+        inv_drv = torch.inverse(driving["affine"].float()).to(source["affine"].dtype)
+        affine = source["affine"] @ inv_drv
         if revert_axis_swap:
             affine = affine * torch.sign(affine[..., :1, :1])
         coords = (affine[:, :, None, None] @ coords.unsqueeze(-1)).squeeze(-1)
