@@ -165,6 +165,7 @@ def write_clip(
     if final.exists():
         raise FileExistsError(f"clip directory already exists: {final}")
     tmp = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{clip_id}-", dir=clips_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is meant to be shared
     try:
         np.save(tmp / "frames.npy", np.ascontiguousarray(clip.frames))
         _save_wav(tmp / "audio.wav", clip.audio)
