@@ -82,6 +82,109 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    from .configs import GenerateOptions as G
+
+    p = sub.add_parser("generate", help="portrait + speech -> talking-head mp4")
+    p.add_argument("--image", required=True, help="portrait (jpg/png/webp)")
+    p.add_argument("--audio", required=True, help="speech (wav/mp3/flac/m4a/ogg or a video)")
+    p.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
+    p.add_argument("--weights", default=None,
+                   help="model folder: converted or official layout (default: $TALKINGHEAD_HOME)")
+    p.add_argument("--preset", default=None, choices=["tiny"],
+                   help="random weights of a preset (plumbing checks only: the video shows noise)")
+    p.add_argument("--hubert", default=None, help="HuBERT folder (default: next to the weights)")
+    p.add_argument("--face3d", default=None, help="3DDFA_V2 assets folder (default: next to the weights)")
+    p.add_argument("--resolution", type=int, default=None, help="128 or 256 (default: what --weights holds)")
+    p.add_argument("--steps", type=int, default=G.num_steps, help="DDIM steps")
+    p.add_argument("--eta", type=float, default=G.eta, help="DDIM eta (1 = official)")
+    p.add_argument("--guidance", type=float, default=G.guidance_scale, help="classifier-free guidance")
+    p.add_argument("--seed", type=int, default=G.seed, help="seed (default: random, printed)")
+    p.add_argument("--window", type=int, default=G.window, help="temporal attention half-width")
+    p.add_argument("--motion-scale", type=float, default=G.motion_scale, help="head-motion amount")
+    p.add_argument("--still", action="store_true", help="no head motion (blinks and lips only)")
+    p.add_argument("--no-blink", action="store_true", help="keep the eyes as in the portrait")
+    p.add_argument("--pose", default=None, help="(F, 6) .npy head pose to follow instead of PBNet's")
+    p.add_argument("--blink", default=None, help="(F, 2) .npy eye openness to follow")
+    p.add_argument("--driving-video", default=None, help="take pose and blinks from this video")
+    p.add_argument("--no-crop", action="store_true", help="use the image as it is (no face crop)")
+    p.add_argument("--crop-margin", type=float, default=G.crop_margin, help="face crop scale")
+    p.add_argument("--paste-back", action="store_true", help="animate the crop inside the original")
+    p.add_argument("--save-frames", default=None, metavar="DIR", help="also write PNG frames")
+    p.add_argument("--save-motion", action="store_true", help="also write OUTPUT.pose/.blink.npy")
+    p.add_argument("--faithful", action="store_true", help="replicate the official code's bugs")
+    p.add_argument("--decode-batch", type=int, default=G.decode_batch, help="frames per LFG batch")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .configs import GenerateOptions
+    from .outputs import save_motion, save_result
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise CLIError(f"the output folder {output.parent} does not exist.")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = GenerateOptions(
+        num_steps=args.steps, eta=args.eta, guidance_scale=args.guidance, window=args.window,
+        seed=args.seed, motion_scale=0.0 if args.still else args.motion_scale,
+        blink=not args.no_blink, crop=not args.no_crop, crop_margin=args.crop_margin,
+        paste_back=args.paste_back, decode_batch=args.decode_batch, faithful=args.faithful,
+    )
+    try:
+        pipeline = _load_pipeline(args, device, getattr(torch, args.dtype))
+        result = pipeline(
+            image=args.image, audio=args.audio, options=options, pose=args.pose,
+            blink=args.blink, driving_video=args.driving_video, progress=not args.quiet,
+        )
+        count = save_result(result, output, audio_path=args.audio, frames_dir=args.save_frames)
+        if args.save_motion:
+            save_motion(result, output.with_suffix(""))
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CLIError(_first_line(err)) from err
+    logging.getLogger(__name__).info(
+        "wrote %s (%d frames, %.2f s, seed %d)", output, count, count / result.fps, result.seed
+    )
+    return 0
+
+
+def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
+    from .pipelines.talking_head import TalkingHeadPipeline
+
+    if args.preset is not None:
+        return _random_pipeline(args.preset, device, args.face3d)
+    from .pipelines.weights import default_weights
+
+    weights = args.weights or default_weights()
+    return TalkingHeadPipeline.from_pretrained(
+        weights, device=device, dtype=dtype, hubert_path=args.hubert, face3d_dir=args.face3d,
+        resolution=args.resolution,
+    )
+
+
+def _random_pipeline(preset: str, device: str, face3d: str | None):
+    from .configs import PRESETS
+    from .data.face import FaceAnalyzer
+    from .pipelines.talking_head import TalkingHeadPipeline
+    from .pipelines.weights import random_modules
+
+    logging.getLogger(__name__).warning(
+        "--preset %s uses random weights: the plumbing runs, the video shows noise", preset
+    )
+    cfg = PRESETS[preset]
+    return TalkingHeadPipeline(
+        random_modules(cfg, device=device), audio_encoder=None, config=cfg,
+        face_analyzer=FaceAnalyzer(face3d, device=device), audio_features="logmel",
+    )
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from .eval.evaluate import EvalOptions
     from .eval.networks import WEIGHTS_ENV
@@ -129,6 +232,46 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="make training data")
+    kinds = p.add_subparsers(dest="data_command", required=True)
+    syn = kinds.add_parser(
+        "synth", help="synthetic talking faces with ground-truth mouth, blink and pose -> OUT_DIR"
+    )
+    syn.add_argument("out_dir", metavar="OUT_DIR", help="training-set folder (resumable)")
+    syn.add_argument("--num-clips", type=int, default=100, help="number of clips")
+    syn.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
+    syn.add_argument("--resolution", type=int, choices=(64, 128, 256), default=128)
+    syn.add_argument("--seed", type=int, default=0, help="every clip follows from (seed, index)")
+    syn.add_argument("--workers", type=int, default=1, help="parallel processes")
+    syn.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of clips")
+    syn.add_argument("--voice", choices=("auto", "espeak", "formant"), default="auto",
+                     help="espeak-ng sentences or the built-in formant voice "
+                     "(auto: espeak-ng when installed)")
+    syn.add_argument("--no-video", action="store_true", help="skip the viewable video.mp4 per clip")
+    syn.add_argument("--no-progress", action="store_true", help="no progress bar")
+    syn.set_defaults(func=_run_data_synth)
+
+
+def _run_data_synth(args: argparse.Namespace) -> int:
+    from .data.synth import write_synth_dataset
+
+    try:
+        manifest = write_synth_dataset(
+            args.out_dir, num_clips=args.num_clips, seconds=args.seconds,
+            resolution=args.resolution, seed=args.seed, workers=args.workers,
+            test_fraction=args.test_fraction, voice=args.voice, video=not args.no_video,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CLIError(_first_line(err)) from err
+    num_test = len(manifest.split("test"))
+    logging.getLogger(__name__).info(
+        "wrote %d clips (%d held out) to %s", len(manifest.clips), num_test, args.out_dir
+    )
+    return 0
+
+
 def _not_yet(name: str) -> int:
     raise CLIError(f"'{name}' is not available in this build.")
 
@@ -140,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert, _add_download, _add_eval):
+    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data):
         add(sub)
     return parser
 

@@ -196,3 +196,22 @@ _DATACLASSES: dict[str, type] = {
     c.__name__: c
     for c in (FlowAEConfig, PoseBlinkConfig, UNet3DConfig, DiffusionConfig, DawnConfig)
 }
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Runtime knobs of one generation call. CLI flags take their defaults from here."""
+
+    num_steps: int = 20  # DDIM steps (official: 20)
+    eta: float = 1.0  # DDIM stochasticity (official: 1.0)
+    guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = off (official)
+    window: int | None = None  # temporal attention half-width; None = the model's (40)
+    seed: int | None = None  # None draws a fresh seed (reported in the result)
+    fps: int = 25  # output frame rate (the models are trained at 25 fps)
+    motion_scale: float = 1.0  # multiplies the generated head-motion delta; 0 = still head
+    blink: bool = True  # generate blinks (False keeps the eyes at their initial state)
+    crop: bool = True  # detect the face and crop a face-centred square
+    crop_margin: float = 1.0  # extra margin around the face crop (1.0 = default framing)
+    paste_back: bool = False  # animate the crop inside the original image
+    decode_batch: int = 16  # frames decoded by the LFG at once
+    faithful: bool = False  # replicate the official code's bugs (DDIM alphas_prev, bbox axes)

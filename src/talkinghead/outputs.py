@@ -1,0 +1,75 @@
+"""Writing a generation's results to disk: the mp4, optional PNG frames and motion tracks.
+
+Everything is atomic: the video goes through ``VideoWriter`` (temp file, renamed on success), frames
+into ``<dir>.partial`` renamed at the end, motion arrays through temp files. A failure or Ctrl-C
+leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data.video import VideoWriter
+from .pipelines.talking_head import GenerationResult
+
+
+def save_result(
+    result: GenerationResult,
+    output: str | Path,
+    *,
+    audio_path: str | Path | None,
+    frames_dir: str | Path | None = None,
+) -> int:
+    """Stream ``result.frames`` into an H.264 + AAC mp4 (and PNGs); returns the number of frames."""
+    if result.frames is None:
+        raise ValueError("this result's frames were already consumed")
+    frames_tmp = None
+    if frames_dir is not None:
+        frames_dir = Path(frames_dir)
+        frames_tmp = frames_dir.with_name(frames_dir.name + ".partial")
+        shutil.rmtree(frames_tmp, ignore_errors=True)
+        frames_tmp.mkdir(parents=True)
+    count = 0
+    try:
+        with VideoWriter(output, fps=result.fps, audio_path=audio_path) as writer:
+            for batch in result.frames:
+                for frame in batch:
+                    writer.write(frame)
+                    if frames_tmp is not None:
+                        Image.fromarray(frame).save(frames_tmp / f"{count:06d}.png")
+                    count += 1
+        if frames_tmp is not None:
+            assert frames_dir is not None
+            shutil.rmtree(frames_dir, ignore_errors=True)
+            frames_tmp.rename(frames_dir)
+    except BaseException:
+        if frames_tmp is not None:
+            shutil.rmtree(frames_tmp, ignore_errors=True)
+        raise
+    finally:
+        result.frames = None
+    return count
+
+
+def save_motion(result: GenerationResult, stem: str | Path) -> tuple[Path, Path]:
+    """``<stem>.pose.npy`` (F, 6) and ``<stem>.blink.npy`` (F, 2): absolute tracks, reusable as drivers."""
+    stem = Path(stem)
+    written = []
+    for suffix, array in ((".pose.npy", result.motion.pose), (".blink.npy", result.motion.eye)):
+        target = stem.with_name(stem.name + suffix)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.asarray(array, np.float32))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written[0], written[1]

@@ -1,0 +1,328 @@
+"""TalkingHeadPipeline: portrait + speech -> talking-head frames (DAWN inference, dawn_spec.md §1).
+
+Stages: portrait (face detection, square crop, initial pose / eyes / face box) -> audio features at
+25 fps (HuBERT-large, or log-mel for models trained on it) -> head motion and blinks (PBNet, or a
+driver) -> the whole clip's latent motion in one diffusion pass (A2V-FDM, local temporal attention,
+any length) -> LFG decoding in batches with the portrait encoded once, streamed to the caller.
+
+Unlike the official ``unified_video_generator.py`` there is no 200-frame cap, everything is seedable,
+device and dtype are the caller's, and frames are produced lazily so memory does not grow with
+length on the output side.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..configs import DawnConfig, GenerateOptions
+from ..data.audio import load_audio, num_video_frames
+from ..data.audio_features import HubertFeatureExtractor, log_mel_features
+from ..data.face import FaceAnalyzer, FaceState, crop_and_resize, paste_back
+from ..data.image import load_portrait
+from ..diffusion.samplers import ddim_sample, guided
+from ..diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
+from ..hub import DawnModules
+from ..models.face_location import bbox_mask
+from .motion import Motion, combine_motion, driver_motion, generate_motion, load_motion_file
+
+logger = logging.getLogger(__name__)
+
+AUDIO_FEATURES = ("hubert", "logmel")
+
+
+@dataclass
+class Portrait:
+    """A prepared source portrait.
+
+    Attributes:
+        original: (H, W, 3) uint8 RGB as loaded.
+        image: (S, S, 3) uint8 RGB the model animates (face-centred crop, or the whole image).
+        face: the analysis of the original (pose and eyes used as the initial state).
+        crop_box: ``(x0, y0, x1, y1)`` of ``image`` in ``original`` pixels.
+        bbox: (6,) ``[x_min, x_max, y_min, y_max, H, W]`` of the face in ``image`` pixels.
+    """
+
+    original: np.ndarray
+    image: np.ndarray
+    face: FaceState
+    crop_box: tuple[int, int, int, int]
+    bbox: np.ndarray
+
+
+@dataclass
+class GenerationResult:
+    """What one call produced.
+
+    Attributes:
+        frames: iterator of (n, S, S, 3) uint8 RGB batches (consumed once), or None after saving.
+        num_frames: F, the clip length at ``fps``.
+        fps: frame rate.
+        motion: per-frame pose / eye (absolute and deltas).
+        seed: the seed that reproduces this output.
+        portrait: the prepared portrait.
+    """
+
+    frames: Iterator[np.ndarray] | None
+    num_frames: int
+    fps: int
+    motion: Motion
+    seed: int
+    portrait: Portrait
+
+
+class TalkingHeadPipeline:
+    """DAWN inference over loaded networks.
+
+    Args:
+        modules: the five networks (``hub.load_model_dir`` or random ones for tests).
+        audio_encoder: HuBERT extractor, or None for models trained on log-mel features.
+        face_analyzer: portrait analysis (FaceBoxes + 3DDFA, or its weight-free fallback).
+        config: the architecture, for the resolution and diffusion settings.
+    """
+
+    def __init__(
+        self,
+        modules: DawnModules,
+        *,
+        audio_encoder: HubertFeatureExtractor | None,
+        face_analyzer: FaceAnalyzer,
+        config: DawnConfig | None = None,
+        audio_features: str = "hubert",
+    ) -> None:
+        if audio_features not in AUDIO_FEATURES:
+            raise ValueError(f"audio_features={audio_features!r} must be one of {AUDIO_FEATURES}")
+        if audio_features == "hubert" and audio_encoder is None:
+            raise ValueError("this model is conditioned on HuBERT features: pass an audio_encoder")
+        self.modules = modules
+        self.audio_encoder = audio_encoder
+        self.audio_features = audio_features
+        self.face_analyzer = face_analyzer
+        self.config = config or DawnConfig(resolution=modules.resolution)
+        for module in modules.as_dict().values():
+            module.eval().requires_grad_(False)
+        self.device = next(modules.unet.parameters()).device
+        self.dtype = next(modules.unet.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        hubert_path: str | Path | None = None,
+        face3d_dir: str | Path | None = None,
+        resolution: int | None = None,
+    ) -> TalkingHeadPipeline:
+        """Load a converted model directory or an official download (see ``pipelines.weights``)."""
+        from .weights import resolve_weights
+
+        found = resolve_weights(path, resolution=resolution, hubert_path=hubert_path,
+                                face3d_dir=face3d_dir)
+        from ..hub import load_model_dir
+
+        modules = load_model_dir(found.model_dir, device=device, dtype=dtype)
+        encoder = None
+        if found.audio_features == "hubert":
+            assert found.hubert_dir is not None
+            encoder = HubertFeatureExtractor.from_pretrained(found.hubert_dir, device=device)
+        analyzer = FaceAnalyzer(found.face3d_dir, device=device)
+        return cls(modules, audio_encoder=encoder, face_analyzer=analyzer,
+                   audio_features=found.audio_features)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TalkingHeadPipeline:
+        for module in self.modules.as_dict().values():
+            module.to(device=device, dtype=dtype) if dtype else module.to(device)
+        if self.audio_encoder is not None:
+            self.audio_encoder.to(device)
+        self.device = torch.device(device)
+        self.dtype = dtype or self.dtype
+        return self
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def prepare_portrait(self, image: str | Path | np.ndarray, options: GenerateOptions) -> Portrait:
+        """Load, analyse and crop the portrait to the model's square resolution."""
+        name = str(image) if not isinstance(image, np.ndarray) else "the image"
+        original = load_portrait(image) if not isinstance(image, np.ndarray) else image
+        face = self.face_analyzer.analyze(original, name=name)
+        size = self.modules.resolution
+        if options.crop:
+            from ..data.face import face_bbox_in_crop, square_crop_box
+
+            margin = self.face_analyzer.crop_margin * options.crop_margin
+            crop_box = square_crop_box(face.box, original.shape[:2], margin)
+            bbox = face_bbox_in_crop(face.box, crop_box).astype(np.float32)
+            image_sq = crop_and_resize(original, crop_box, size)
+        else:
+            h, w = original.shape[:2]
+            crop_box = (0, 0, w, h)
+            x0, y0, x1, y1 = face.box[:4]
+            bbox = np.array([x0, x1, y0, y1, h, w], np.float32)
+            # the official squashes the image to S x S (no aspect preservation)
+            image_sq = np.asarray(Image.fromarray(original).resize((size, size), Image.BILINEAR))
+        return Portrait(original, image_sq, face, crop_box, bbox)
+
+    def audio_condition(self, audio_16k: np.ndarray, num_frames: int) -> Tensor:
+        """(F, A) per-frame audio features on the pipeline's device."""
+        if self.audio_features == "hubert":
+            assert self.audio_encoder is not None
+            feats = self.audio_encoder(audio_16k, num_frames)
+        else:
+            feats = log_mel_features(audio_16k, num_frames, n_mels=self.modules.unet.cfg.audio_dim)
+        return feats.to(device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        portrait_tensor: Tensor,
+        fea: Tensor,
+        bbox: np.ndarray,
+        audio: Tensor,
+        motion: Motion,
+        options: GenerateOptions,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """The clip's latent (flow x, flow y, occlusion) in one DDIM pass: (1, 3, F, S/4, S/4)."""
+        unet = self.modules.unet
+        bbox_t = torch.as_tensor(bbox, dtype=self.dtype, device=self.device)[None]
+        loc = self.modules.face_loc(bbox_mask(bbox_t, self.modules.resolution, faithful=options.faithful))
+        source_emb = unet.precompute_source(torch.cat([fea, loc], dim=1))
+        cond = torch.cat(
+            [
+                audio,
+                torch.as_tensor(motion.pose_delta, dtype=self.dtype, device=self.device),
+                torch.as_tensor(motion.eye_delta, dtype=self.dtype, device=self.device),
+            ],
+            dim=1,
+        )[None]
+
+        def denoise(null: bool) -> Callable[[Tensor, Tensor], Tensor]:
+            return lambda x, t: unet(x, t, cond, source_emb=source_emb, null_cond=null,
+                                     window=options.window)
+
+        denoise_fn = guided(denoise(False), denoise(True), options.guidance_scale)
+        h, w = fea.shape[-2:]
+        return ddim_sample(
+            denoise_fn,
+            (1, unet.cfg.latent_channels, audio.shape[0], h, w),
+            ddim_timesteps(options.num_steps, self.config.diffusion.num_train_timesteps),
+            cosine_alphas_cumprod(
+                self.config.diffusion.num_train_timesteps, self.config.diffusion.cosine_s,
+                dtype=torch.float64,
+            ),
+            eta=options.eta,
+            generator=generator,
+            threshold_quantile=self.config.diffusion.threshold_quantile,
+            faithful=options.faithful,
+            device=self.device,
+            dtype=self.dtype,
+            progress=self._progress,
+        )
+
+    @torch.no_grad()
+    def decode(self, portrait_tensor: Tensor, latents: Tensor, batch_size: int) -> Iterator[np.ndarray]:
+        """Latents (1, 3, F, h, w) -> batches of (n, S, S, 3) uint8 frames, portrait encoded once."""
+        flow_ae = self.modules.flow_ae
+        flow = latents[0, :2].permute(1, 2, 3, 0)  # (F, h, w, 2)
+        occlusion = ((latents[0, 2:3] + 1) / 2).permute(1, 0, 2, 3)  # (F, 1, h, w)
+        encoding = flow_ae.encode_source(portrait_tensor)
+        bar = tqdm(total=flow.shape[0], desc="decode", unit="frame", disable=not self._progress)
+        for out in flow_ae.decode_frames(encoding, flow, occlusion, batch_size=batch_size):
+            frames = out["prediction"].clamp(0, 1).mul(255).round().to(torch.uint8)
+            bar.update(frames.shape[0])
+            yield frames.permute(0, 2, 3, 1).cpu().numpy()
+        bar.close()
+
+    # -- the call --------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        *,
+        image: str | Path | np.ndarray,
+        audio: str | Path,
+        options: GenerateOptions | None = None,
+        pose: np.ndarray | str | Path | None = None,
+        blink: np.ndarray | str | Path | None = None,
+        driving_video: str | Path | None = None,
+        progress: bool = True,
+    ) -> GenerationResult:
+        """Animate ``image`` speaking ``audio``.
+
+        Args:
+            image: portrait path or (H, W, 3) uint8 RGB array.
+            audio: speech file (any format PyAV decodes, or a video's audio track).
+            options: runtime knobs (``GenerateOptions``).
+            pose, blink: absolute driver tracks (F, 6) / (F, 2) or ``.npy`` paths; replace PBNet's.
+            driving_video: take pose and eyes from a video of another person (reenactment).
+            progress: show progress bars.
+        Returns:
+            ``GenerationResult`` whose ``frames`` yields uint8 batches lazily.
+        """
+        options = options or GenerateOptions()
+        if options.num_steps < 1:
+            raise ValueError(f"num_steps={options.num_steps} must be >= 1")
+        self._progress = progress
+        seed = options.seed if options.seed is not None else secrets.randbits(31)
+        options = replace(options, seed=seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        portrait = self.prepare_portrait(image, options)
+        samples = load_audio(audio)
+        num_frames = num_video_frames(len(samples), fps=options.fps)
+        audio_feats = self.audio_condition(samples, num_frames)
+        motion = self._motion(portrait, audio_feats, options, generator, pose, blink, driving_video)
+
+        src = torch.from_numpy(portrait.image).permute(2, 0, 1)[None]
+        src = src.to(device=self.device, dtype=self.dtype) / 255.0
+        fea = self.modules.flow_ae.compute_fea(src)
+        latents = self.sample_latents(src, fea, portrait.bbox, audio_feats, motion, options, generator)
+        frames = self.decode(src, latents, options.decode_batch)
+        if options.paste_back:
+            frames = (
+                np.stack([paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch])
+                for batch in frames
+            )
+        return GenerationResult(frames, num_frames, options.fps, motion, seed, portrait)
+
+    def _motion(
+        self,
+        portrait: Portrait,
+        audio_feats: Tensor,
+        options: GenerateOptions,
+        generator: torch.Generator,
+        pose: np.ndarray | str | Path | None,
+        blink: np.ndarray | str | Path | None,
+        driving_video: str | Path | None,
+    ) -> Motion:
+        init_pose, init_eye = portrait.face.pose, portrait.face.eye
+        num_frames = audio_feats.shape[0]
+        pose_track = load_motion_file(pose, 6) if isinstance(pose, (str, Path)) else pose
+        eye_track = load_motion_file(blink, 2) if isinstance(blink, (str, Path)) else blink
+        if driving_video is not None:
+            from .driving import motion_from_video
+
+            drv_pose, drv_eye = motion_from_video(self.face_analyzer, driving_video, options.fps)
+            pose_track = drv_pose if pose_track is None else pose_track
+            eye_track = drv_eye if eye_track is None else eye_track
+        scale = 0.0 if options.motion_scale == 0 else options.motion_scale
+        pose_delta, eye_delta = driver_motion(
+            pose_track, eye_track, num_frames, init_pose, init_eye, motion_scale=scale
+        )
+        generated = None
+        if pose_delta is None or eye_delta is None:
+            generated = generate_motion(
+                self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
+                generator=generator, motion_scale=scale, blink=options.blink,
+            )
+        return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
