@@ -80,3 +80,23 @@ def test_ddim_timesteps_rejects_bad_counts(bad: int) -> None:
 def test_alphas_cumprod_prev_rejects_2d() -> None:
     with pytest.raises(ValueError):
         alphas_cumprod_prev(torch.ones(2, 3))
+
+
+def test_q_sample_predict_x0_round_trip_and_loss() -> None:
+    from talkinghead.diffusion.losses import eps_mse_loss, predict_x0, q_sample, sample_timesteps
+
+    gen = torch.Generator().manual_seed(0)
+    ab = cosine_alphas_cumprod()
+    x0 = torch.randn(3, 3, 2, 4, 4, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = sample_timesteps(3, generator=gen)
+    assert t.shape == (3,) and bool(((t >= 0) & (t < 1000)).all())
+    x_t = q_sample(x0, torch.tensor([0, 500, 999]), ab, noise)
+    assert torch.allclose(x_t[0], ab[0].sqrt() * x0[0] + (1 - ab[0]).sqrt() * noise[0], atol=1e-6)
+    assert torch.allclose(x_t[2], noise[2], atol=1e-4)  # ᾱ_999 ≈ 2.4e-10: pure noise
+    back = predict_x0(x_t, torch.tensor([0, 500, 999]), ab, noise)
+    assert torch.allclose(back[:2], x0[:2], atol=1e-4)
+    assert eps_mse_loss(noise, noise).item() == 0.0
+    assert eps_mse_loss(noise + 1, noise).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        q_sample(x0, torch.tensor([0, 1]), ab, noise)
