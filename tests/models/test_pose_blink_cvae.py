@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,27 @@ def test_state_dict_matches_official_keys(golden_dir: Path) -> None:
         assert {k: tuple(v.shape) for k, v in ours.items()} == expected
         with pytest.raises(RuntimeError, match="rotary_emb.freqs"):
             PoseBlinkCVAE(config_from_state_dict(official)).load_state_dict(official, strict=True)
+
+
+def test_keys_match_official_checkpoint_listing(reference_dir: Path) -> None:
+    """The real checkpoints (88 entries) = our state dict + 2 sinusoidal tables + 5 rotary freqs.
+
+    The freqs are zeros here (shapes only), so they are dropped before the frequency check."""
+    lines = (reference_dir / "dawn_keys_128.txt").read_text().splitlines()
+    for net, dim in zip(NETS, (6, 2)):
+        listed = {}
+        for line in lines:
+            if line.startswith(f"pbnet_{net}/"):
+                key, shape = line[len(f"pbnet_{net}/") :].split(" ", 1)
+                listed[key] = tuple(int(n) for n in re.findall(r"\d+", shape.rsplit(" ", 1)[0]))
+        assert len(listed) == 88
+        ours = PoseBlinkCVAE(PoseBlinkConfig(motion_dim=dim)).state_dict()
+        shapes_only = {k: torch.zeros(s) for k, s in listed.items() if "freqs" not in k}
+        kept = strip_official_only_keys(shapes_only)
+        assert len(listed) - len(kept) == 7  # 5 rotary freqs + 2 sinusoidal tables
+        assert {k: tuple(v.shape) for k, v in ours.items()} == {
+            k: tuple(v.shape) for k, v in kept.items()
+        }
 
 
 def test_config_recovery_from_weights_and_opt_yaml(golden_dir: Path) -> None:
