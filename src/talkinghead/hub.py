@@ -54,6 +54,22 @@ HUBERT_REPO = "facebook/hubert-large-ls960-ft"
 HUBERT_DIRNAME = "hubert-large-ls960-ft"
 FETCH_HINT = "run `talkinghead download` to fetch the official weights"
 
+
+@dataclass(frozen=True)
+class FaceLocConfig:
+    """Face-location encoder (official ``Face_loc_Encoder``): binary face box -> UNet input channels.
+
+    ``FaceLocationEncoder`` takes plain keyword arguments; this record lets its directory carry a
+    ``config.json`` like every other component.
+    """
+
+    out_channels: int = 16  # embedding channels (== UNet3DConfig.face_loc_channels)
+    hidden_channels: int = 8  # channels after the first stride-2 convolution
+
+
+# Config types defined here rather than in configs.py, by their config.json "type" name.
+LOCAL_CONFIGS: dict[str, type] = {"FaceLocConfig": FaceLocConfig}
+
 # config type (the "type" field of config.json) -> (module, class) of the network it builds.
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "FlowAEConfig": ("talkinghead.models.flow_autoencoder", "FlowAutoencoder"),
@@ -61,6 +77,8 @@ MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "UNet3DConfig": ("talkinghead.models.unet3d", "UNet3D"),
     "FaceLocConfig": ("talkinghead.models.face_location", "FaceLocationEncoder"),
 }
+# networks whose constructor takes the config's fields as keyword arguments instead of the config
+KWARG_CONSTRUCTED = frozenset({"FaceLocConfig"})
 
 
 class MissingFilesError(FileNotFoundError):
@@ -146,8 +164,11 @@ def _parameters_on_meta() -> Iterator[None]:
 
 def build_empty(cfg: Any) -> nn.Module:
     """The network of ``cfg`` with its parameters on the meta device, ready for ``assign=True`` loading."""
+    cls = model_class(cfg)
     with _parameters_on_meta():
-        return model_class(cfg)(cfg)
+        if type(cfg).__name__ in KWARG_CONSTRUCTED:
+            return cls(**configs.config_to_dict(cfg))
+        return cls(cfg)
 
 
 def load_state_dict_strict(
@@ -239,7 +260,13 @@ def read_config(directory: str | Path) -> Any:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise missing_files_error([CONFIG_FILE], directory, FETCH_HINT)
-    return configs.config_from_json(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text)
+    local = LOCAL_CONFIGS.get(data.get("type"))
+    if local is not None:
+        data.pop("type")
+        return configs.config_from_dict(local, data)
+    return configs.config_from_json(text)
 
 
 def read_metadata(directory: str | Path) -> dict[str, str]:

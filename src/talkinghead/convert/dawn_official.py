@@ -304,11 +304,11 @@ def face_loc_asset() -> Path:
 def convert_face_loc() -> Converted:
     """The face-location encoder from our asset: official training used these seed-1234 weights, and no official
     checkpoint contains them (the official inference draws fresh random ones every run)."""
-    from ..models import face_location
-
     path = face_loc_asset()
     sd = load_file(str(path))
-    cfg = face_location.config_from_state_dict(sd)
+    cfg = hub.FaceLocConfig(
+        out_channels=sd["conv2.weight"].shape[0], hidden_channels=sd["conv1.weight"].shape[0]
+    )
     model = hub.build_and_load(cfg, sd, what="FaceLocationEncoder from the seed-1234 asset")
     return model, cfg, _metadata(path, "face_loc")
 
