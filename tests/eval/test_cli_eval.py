@@ -41,7 +41,11 @@ def _write_video(path: Path, shift: float, blink_at: tuple[int, ...]) -> None:
         aus = out.add_stream("aac", rate=SR)
         aus.layout = "mono"
         for t in range(FRAMES):
-            out.mux(vs.encode(av.VideoFrame.from_ndarray(_face_frame(t, shift, blink_at), format="rgb24")))
+            out.mux(
+                vs.encode(
+                    av.VideoFrame.from_ndarray(_face_frame(t, shift, blink_at), format="rgb24")
+                )
+            )
         audio = np.zeros(FRAMES * SR // FPS, np.float32)
         for start in range(SR // 5, len(audio) - 800, SR // 3):  # syllable-like bursts
             audio[start : start + 800] = rng.normal(scale=0.3, size=800)
@@ -60,8 +64,9 @@ class _TinyI3D(nn.Module):
         super().__init__()
         self.proj = nn.Linear(3, 400)
 
-    def forward(self, x: Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> Tensor:
         return self.proj(x.mean(dim=(2, 3, 4)))
 
 
@@ -78,12 +83,25 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return gen, ref
 
 
-def test_cli_eval_writes_json_and_html(synthetic_set: tuple[Path, Path], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_eval_writes_json_and_html(
+    synthetic_set: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TALKINGHEAD_EVAL_WEIGHTS", raising=False)
     gen, ref = synthetic_set
     out = tmp_path / "report"
-    code = main(["eval", str(gen), "--reference", str(ref), "--out", str(out), "--no-progress", "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            str(gen),
+            "--reference",
+            str(ref),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "metrics.json").read_text())
     metrics = summary["metrics"]
@@ -94,7 +112,9 @@ def test_cli_eval_writes_json_and_html(synthetic_set: tuple[Path, Path], tmp_pat
         assert metrics[name]["n"] == 3 and metrics[name]["value"] is not None, name
     assert 0.0 <= metrics["BAS"]["value"] <= 1.0
     assert metrics["Blink/s"]["value"] == pytest.approx(2 / (FRAMES / FPS), rel=0.01)
-    assert summary["reference_metrics"]["Blink/s"]["value"] == pytest.approx(1 / (FRAMES / FPS), rel=0.01)
+    assert summary["reference_metrics"]["Blink/s"]["value"] == pytest.approx(
+        1 / (FRAMES / FPS), rel=0.01
+    )
     assert [v["name"] for v in summary["videos"]] == ["a", "b", "c"]
     assert [Path(s["path"]).name for s in summary["skipped"]] == ["broken.mp4"]
     page = (out / "report.html").read_text()
@@ -103,12 +123,15 @@ def test_cli_eval_writes_json_and_html(synthetic_set: tuple[Path, Path], tmp_pat
 
     # Resumable: a second run reads the cache instead of re-extracting.
     before = {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.npz")}
-    assert main(["eval", str(gen), "--reference", str(ref), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["eval", str(gen), "--reference", str(ref), "--out", str(out), "--no-progress"]) == 0
+    )
     assert {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.npz")} == before
 
 
-def test_cli_eval_uses_available_weights(synthetic_set: tuple[Path, Path], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_eval_uses_available_weights(
+    synthetic_set: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gen, ref = synthetic_set
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -116,7 +139,9 @@ def test_cli_eval_uses_available_weights(synthetic_set: tuple[Path, Path], tmp_p
     torch.jit.script(_TinyI3D()).save(str(weights / "i3d_torchscript.pt"))
     monkeypatch.setenv("TALKINGHEAD_EVAL_WEIGHTS", str(weights))
     out = tmp_path / "report"
-    assert main(["eval", str(gen), "--reference", str(ref), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["eval", str(gen), "--reference", str(ref), "--out", str(out), "--no-progress"]) == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["FVD16"]["n"] == 6 and metrics["FVD16"]["value"] >= 0  # 2 clips x 3 videos
     assert metrics["FVD32"]["n"] == 3  # one 32-frame clip per video
@@ -124,4 +149,6 @@ def test_cli_eval_uses_available_weights(synthetic_set: tuple[Path, Path], tmp_p
 
 
 def test_cli_eval_missing_directory(tmp_path: Path) -> None:
-    assert main(["eval", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert (
+        main(["eval", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    )

@@ -30,7 +30,11 @@ def _random_like(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str,
 
 def _official_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     # Files saved before PyTorch 0.4.1 carry no BatchNorm counters: leave them out on purpose.
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
 
 
 def _syncnet_official_shapes() -> dict[str, tuple[int, ...]]:
@@ -42,11 +46,29 @@ def _syncnet_official_shapes() -> dict[str, tuple[int, ...]]:
         for s in ("weight", "bias", "running_mean", "running_var"):
             shapes[f"{prefix}.{i + 1}.{s}"] = (w[0],)
 
-    for i, w in zip((0, 4, 8, 11, 14, 18), ((64, 1, 3, 3), (192, 64, 3, 3), (384, 192, 3, 3),
-                                              (256, 384, 3, 3), (256, 256, 3, 3), (512, 256, 5, 4))):
+    for i, w in zip(
+        (0, 4, 8, 11, 14, 18),
+        (
+            (64, 1, 3, 3),
+            (192, 64, 3, 3),
+            (384, 192, 3, 3),
+            (256, 384, 3, 3),
+            (256, 256, 3, 3),
+            (512, 256, 5, 4),
+        ),
+    ):
         conv_bn("netcnnaud", i, w)
-    for i, w in zip((0, 4, 8, 11, 14, 18), ((96, 3, 5, 7, 7), (256, 96, 1, 5, 5), (256, 256, 1, 3, 3),
-                                              (256, 256, 1, 3, 3), (256, 256, 1, 3, 3), (512, 256, 1, 6, 6))):
+    for i, w in zip(
+        (0, 4, 8, 11, 14, 18),
+        (
+            (96, 3, 5, 7, 7),
+            (256, 96, 1, 5, 5),
+            (256, 256, 1, 3, 3),
+            (256, 256, 1, 3, 3),
+            (256, 256, 1, 3, 3),
+            (512, 256, 1, 6, 6),
+        ),
+    ):
         conv_bn("netcnnlip", i, w)
     for head in ("netfcaud", "netfclip"):
         shapes[f"{head}.0.weight"], shapes[f"{head}.0.bias"] = (512, 512), (512,)
@@ -122,12 +144,15 @@ class _TinyI3D(nn.Module):
         super().__init__()
         self.proj = nn.Linear(3, 400)
 
-    def forward(self, x: Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> Tensor:
         if rescale:
             x = x / 127.5 - 1.0
         if resize:
-            x = nn.functional.interpolate(x, size=(x.shape[2], 8, 8), mode="trilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(x.shape[2], 8, 8), mode="trilinear", align_corners=False
+            )
         feats = self.proj(x.mean(dim=(2, 3, 4)))  # -> (B, 400)
         return feats if return_features else feats.softmax(-1)
 

@@ -52,7 +52,9 @@ class IBasicBlock(nn.Module):
 class IResNet(nn.Module):
     """ArcFace backbone; ``layers`` = blocks per stage ((3, 13, 30, 3) for r100)."""
 
-    def __init__(self, layers: tuple[int, int, int, int] = (3, 13, 30, 3), embedding_dim: int = 512) -> None:
+    def __init__(
+        self, layers: tuple[int, int, int, int] = (3, 13, 30, 3), embedding_dim: int = 512
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
@@ -60,7 +62,9 @@ class IResNet(nn.Module):
         widths = (64, 128, 256, 512)
         cin = 64
         for i, (width, depth) in enumerate(zip(widths, layers)):
-            blocks = [IBasicBlock(cin, width, 2)] + [IBasicBlock(width, width, 1) for _ in range(depth - 1)]
+            blocks = [IBasicBlock(cin, width, 2)] + [
+                IBasicBlock(width, width, 1) for _ in range(depth - 1)
+            ]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             cin = width
         self.bn2 = nn.BatchNorm2d(512, eps=1e-5)

@@ -97,7 +97,7 @@ def audio_beats(
         return np.zeros(0, dtype=np.int64)
     peaks, _ = find_peaks(
         env,
-        distance=max(1, int(round(min_interval_s * fps))),
+        distance=max(1, round(min_interval_s * fps)),
         height=env.mean() + 0.5 * env.std(),
     )
     return peaks.astype(np.int64)

@@ -37,13 +37,20 @@ logger = logging.getLogger(__name__)
 TABLE1 = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s", "PSNR", "SSIM")
 
 APPROXIMATIONS = [
-    "SyncNet and ArcFace crops come from OpenCV Haar face boxes (centre square if none found), "
-    "not from S3FD tracking / 5-point alignment.",
-    "Blink/s counts dips of an eye-band contrast signal unless <stem>.blink.npy eye ratios exist.",
-    "BAS uses head-motion beats from face-box motion unless <stem>.pose.npy exists, and audio "
-    "beats from spectral-flux onset peaks (Bailando uses librosa beats of music).",
-    "CSIM compares each generated frame with the first frame of the paired reference video "
-    "(or with the generated video's own first frame when there is no reference).",
+    (
+        "SyncNet and ArcFace crops come from OpenCV Haar face boxes (centre square if none found or "
+        "no cascade in this OpenCV build), not from S3FD tracking / 5-point alignment."
+    ),
+    "Blink/s counts dips of an eye-band edge-energy signal unless <stem>.blink.npy eye ratios exist.",
+    (
+        "BAS uses head-motion beats from face-box (or phase-correlation) motion unless <stem>.pose.npy "
+        "exists, and audio "
+        "beats from spectral-flux onset peaks (Bailando uses librosa beats of music)."
+    ),
+    (
+        "CSIM compares each generated frame with the first frame of the paired reference video "
+        "(or with the generated video's own first frame when there is no reference)."
+    ),
 ]
 
 
@@ -79,10 +86,18 @@ def _mean_entry(values: list[float]) -> dict:
 
 def _per_video(feats: Features, vshift: int) -> dict:
     fps, frames = float(feats["meta"][0]), int(feats["meta"][1])
-    row: dict = {"frames": frames, "fps": round(fps, 3), "audio_seconds": round(float(feats["meta"][4]), 3)}
+    row: dict = {
+        "frames": frames,
+        "fps": round(fps, 3),
+        "audio_seconds": round(float(feats["meta"][4]), 3),
+    }
     row["blinks"] = len(count_blinks(feats["openness"]))
     row["Blink/s"] = blinks_per_second(feats["openness"], fps)
-    row["BAS"] = beat_align_score(feats["audio_beats"], feats["motion_beats"]) if feats["meta"][4] > 0 else None
+    row["BAS"] = (
+        beat_align_score(feats["audio_beats"], feats["motion_beats"])
+        if feats["meta"][4] > 0
+        else None
+    )
     dists = feats.get("sync_dists")
     if dists is not None and len(dists):
         lse = lse_from_distances(torch.from_numpy(dists), vshift)
@@ -105,7 +120,9 @@ def _pair_quality(gen: Path, ref: Path) -> tuple[float, float]:
     if g.shape[1:] != r.shape[1:]:
         import cv2  # only needed when sizes differ
 
-        r = np.stack([cv2.resize(f, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA) for f in r[:n]])
+        r = np.stack(
+            [cv2.resize(f, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA) for f in r[:n]]
+        )
     gt = torch.from_numpy(g[:n]).permute(0, 3, 1, 2)
     rt = torch.from_numpy(r[:n]).permute(0, 3, 1, 2)
     return psnr(gt, rt), ssim(gt, rt)
@@ -129,7 +146,9 @@ def evaluate_directory(
     """
     nets = networks if networks is not None else load_networks(weights_dir, device)
     gen_videos = list_videos(generated_dir)
-    ref_videos = {p.stem: p for p in list_videos(reference_dir)} if reference_dir is not None else {}
+    ref_videos = (
+        {p.stem: p for p in list_videos(reference_dir)} if reference_dir is not None else {}
+    )
     cache_dir = Path(out_dir) / "cache" if out_dir is not None else None
     jobs = [("generated", p) for p in gen_videos]
     jobs += [("reference", ref_videos[p.stem]) for p in gen_videos if p.stem in ref_videos]
@@ -139,8 +158,13 @@ def evaluate_directory(
         cache = cache_dir / f"{role}-{path.stem}.npz" if cache_dir is not None else None
         try:
             feats[role][path.stem] = extract_features(
-                path, nets, cache, batch_size=options.batch_size, vshift=options.vshift,
-                fid_max_frames=options.fid_max_frames, csim_max_frames=options.csim_max_frames,
+                path,
+                nets,
+                cache,
+                batch_size=options.batch_size,
+                vshift=options.vshift,
+                fid_max_frames=options.fid_max_frames,
+                csim_max_frames=options.csim_max_frames,
                 device=device,
             )
         except UnreadableVideoError as err:
@@ -156,7 +180,9 @@ def evaluate_directory(
             anchor = rf["arcface"][:1] if rf is not None and "arcface" in rf else gf["arcface"][:1]
             row["CSIM"] = float(cosine_similarity(gf["arcface"], anchor).mean())
         if rf is not None:
-            row["PSNR"], row["SSIM"] = _pair_quality(Path(generated_dir) / _name(gen_videos, stem), ref_videos[stem])
+            row["PSNR"], row["SSIM"] = _pair_quality(
+                Path(generated_dir) / _name(gen_videos, stem), ref_videos[stem]
+            )
             row["reference"] = _per_video(rf, options.vshift)
         rows.append(row)
 
@@ -166,10 +192,11 @@ def evaluate_directory(
         "num_videos": len(rows),
         "num_paired": sum(r["has_reference"] for r in rows),
         "metrics": _aggregate(rows, feats, nets),
-        "reference_metrics": _aggregate_reference(rows),
+        "reference_metrics": _aggregate_reference(rows, nets),
         "videos": [_rounded(r) for r in rows],
         "skipped": skipped,
-        "weights": {n: "loaded" for n in nets.models} | {n: e["status"] for n, e in nets.missing.items()},
+        "weights": {n: "loaded" for n in nets.models}
+        | {n: e["status"] for n, e in nets.missing.items()},
         "approximations": APPROXIMATIONS,
     }
     return EvalResult(summary=summary, features=feats)
@@ -179,7 +206,9 @@ def _name(videos: list[Path], stem: str) -> str:
     return next(p.name for p in videos if p.stem == stem)
 
 
-def _aggregate(rows: list[dict], feats: dict[str, dict[str, Features]], nets: MetricNetworks) -> dict:
+def _aggregate(
+    rows: list[dict], feats: dict[str, dict[str, Features]], nets: MetricNetworks
+) -> dict:
     gen, ref = feats["generated"], feats["reference"]
     out: dict = {}
     for metric in TABLE1:
@@ -189,10 +218,14 @@ def _aggregate(rows: list[dict], feats: dict[str, dict[str, Features]], nets: Me
         elif metric in ("FID", "FVD16", "FVD32") and not ref:
             out[metric] = {"status": "needs reference videos (--reference)"}
         elif metric == "FID":
-            out[metric] = _frechet([gen[s]["inception"] for s in gen], [ref[s]["inception"] for s in ref], "frames")
+            out[metric] = _frechet(
+                [gen[s]["inception"] for s in gen], [ref[s]["inception"] for s in ref], "frames"
+            )
         elif metric in ("FVD16", "FVD32"):
             key = "i3d" + metric[3:]
-            out[metric] = _frechet([gen[s][key] for s in gen], [ref[s][key] for s in ref], f"{metric[3:]}-frame clips")
+            out[metric] = _frechet(
+                [gen[s][key] for s in gen], [ref[s][key] for s in ref], f"{metric[3:]}-frame clips"
+            )
         elif metric in ("PSNR", "SSIM") and not ref:
             out[metric] = {"status": "needs reference videos (--reference)"}
         elif metric in ("LSE-C", "LSE-D") and not any(metric in r for r in rows):
@@ -202,11 +235,15 @@ def _aggregate(rows: list[dict], feats: dict[str, dict[str, Features]], nets: Me
     return out
 
 
-def _aggregate_reference(rows: list[dict]) -> dict:
+def _aggregate_reference(rows: list[dict], nets: MetricNetworks) -> dict:
+    """The GT row of Table 1: LSE, BAS and Blink/s of the reference videos themselves."""
     refs = [r["reference"] for r in rows if "reference" in r]
     if not refs:
         return {}
-    return {m: _mean_entry([r.get(m) for r in refs]) for m in ("LSE-C", "LSE-D", "BAS", "Blink/s")}
+    out = {m: _mean_entry([r.get(m) for r in refs]) for m in ("LSE-C", "LSE-D", "BAS", "Blink/s")}
+    if "syncnet" not in nets.models:
+        out["LSE-C"] = out["LSE-D"] = nets.missing_entry("syncnet")
+    return out
 
 
 def _rounded(row: dict) -> dict:

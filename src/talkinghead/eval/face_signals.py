@@ -50,7 +50,8 @@ def face_boxes(frames: np.ndarray, every: int = 5) -> np.ndarray:
     for i in keys:
         gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
         faces = detector.detectMultiScale(  # type: ignore[attr-defined]
-            gray, 1.1, 4, minSize=(max(16, min(h, w) // 8),) * 2)
+            gray, 1.1, 4, minSize=(max(16, min(h, w) // 8),) * 2
+        )
         if len(faces):
             x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
             found_t.append(i)
@@ -66,9 +67,9 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int, scale: float = 
     """Square crops (T, size, size, 3) around ``boxes`` enlarged by ``scale`` (edge-padded)."""
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     for i, (frame, (cx, cy, side)) in enumerate(zip(frames, boxes)):
-        half = int(round(side * scale / 2))
+        half = round(side * scale / 2)
         padded = cv2.copyMakeBorder(frame, half, half, half, half, cv2.BORDER_REPLICATE)
-        x0, y0 = int(round(cx)), int(round(cy))  # centre + half padding - half = top-left
+        x0, y0 = round(cx), round(cy)  # centre + half padding - half = top-left
         crop = padded[y0 : y0 + 2 * half, x0 : x0 + 2 * half]
         out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     return out

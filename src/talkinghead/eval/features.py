@@ -56,12 +56,16 @@ def _save_cache(cache_file: Path, feats: Features) -> None:
     tmp.replace(cache_file)  # atomic: an interrupted run never leaves a half-written cache
 
 
-def _batched(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str) -> np.ndarray:
+def _batched(
+    model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device | str
+) -> np.ndarray:
     """Run an image network on uint8 (N, H, W, 3) in batches -> (N, D)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(
+                device
+            )
             x = x.permute(0, 3, 1, 2).float() / 255.0
             out.append(model(x).float().cpu().numpy())
     return np.concatenate(out)
@@ -96,8 +100,17 @@ def extract_features(
     signature = file_signature(video)
     feats = _load_cache(cache_file, signature) if cache_file is not None else {}
     wanted = ["meta", "motion", "openness", "audio_beats", "motion_beats"]
-    wanted += [k for k, net in (("inception", "inception"), ("i3d16", "i3d"), ("i3d32", "i3d"),
-                                 ("sync_dists", "syncnet"), ("arcface", "arcface")) if nets.get(net)]
+    wanted += [
+        k
+        for k, net in (
+            ("inception", "inception"),
+            ("i3d16", "i3d"),
+            ("i3d32", "i3d"),
+            ("sync_dists", "syncnet"),
+            ("arcface", "arcface"),
+        )
+        if nets.get(net)
+    ]
     if all(k in feats for k in wanted):
         return feats
 
@@ -124,16 +137,30 @@ def extract_features(
         ),
     }
     if (m := nets.get("inception")) is not None:
-        steps["inception"] = lambda: _batched(m, frames[_subsample(t, fid_max_frames)], batch_size, device)
+        steps["inception"] = lambda: _batched(
+            m, frames[_subsample(t, fid_max_frames)], batch_size, device
+        )
     if (m3 := nets.get("i3d")) is not None:
-        steps["i3d16"] = lambda: i3d_features(m3, video_clips(frames, 16), max(1, batch_size // 4), device)
-        steps["i3d32"] = lambda: i3d_features(m3, video_clips(frames, 32), max(1, batch_size // 8), device)
+        steps["i3d16"] = lambda: i3d_features(
+            m3, video_clips(frames, 16), max(1, batch_size // 4), device
+        )
+        steps["i3d32"] = lambda: i3d_features(
+            m3, video_clips(frames, 32), max(1, batch_size // 8), device
+        )
     if (s := nets.get("syncnet")) is not None and audio is not None:
         steps["sync_dists"] = lambda: _sync(s, frames, fps, boxes(), audio, vshift, batch_size)
     if (a := nets.get("arcface")) is not None:
         steps["arcface"] = lambda: _batched(
-            a, crop_faces(frames[_subsample(t, csim_max_frames)], boxes()[_subsample(t, csim_max_frames)], 112, 1.0),
-            batch_size, device)
+            a,
+            crop_faces(
+                frames[_subsample(t, csim_max_frames)],
+                boxes()[_subsample(t, csim_max_frames)],
+                112,
+                1.0,
+            ),
+            batch_size,
+            device,
+        )
     for key, step in steps.items():
         if key not in feats:
             feats[key] = step()
@@ -158,8 +185,15 @@ def _openness(video: Path, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return eye_openness(frames, boxes)
 
 
-def _sync(model: nn.Module, frames: np.ndarray, fps: float, boxes: np.ndarray, audio: np.ndarray,
-          vshift: int, batch_size: int) -> np.ndarray:
+def _sync(
+    model: nn.Module,
+    frames: np.ndarray,
+    fps: float,
+    boxes: np.ndarray,
+    audio: np.ndarray,
+    vshift: int,
+    batch_size: int,
+) -> np.ndarray:
     idx = resample_frames(np.arange(len(frames)), fps, SYNC_FPS)
     if min(len(idx), len(audio) // 640) < 6:
         logger.warning("clip too short for SyncNet (needs 6 frames at 25 fps); LSE skipped")

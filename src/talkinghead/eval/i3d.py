@@ -39,7 +39,10 @@ def video_clips(frames: np.ndarray, clip_len: int, max_clips: int | None = None)
 
 @torch.no_grad()
 def i3d_features(
-    model: torch.nn.Module, clips: np.ndarray, batch_size: int = 4, device: torch.device | str = "cpu"
+    model: torch.nn.Module,
+    clips: np.ndarray,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """I3D features (K, D) of uint8 clips (K, T, H, W, 3)."""
     out = []

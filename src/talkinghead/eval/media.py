@@ -58,7 +58,7 @@ def resample_frames(frames: np.ndarray, fps: float, target_fps: float) -> np.nda
     """Nearest-frame resampling (T, ...) -> (round(T * target / fps), ...); SyncNet needs 25 fps."""
     if abs(fps - target_fps) < 1e-3:
         return frames
-    n = max(1, int(round(len(frames) * target_fps / fps)))
+    n = max(1, round(len(frames) * target_fps / fps))
     idx = np.minimum((np.arange(n) * fps / target_fps).round().astype(int), len(frames) - 1)
     return frames[idx]
 

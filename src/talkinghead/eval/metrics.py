@@ -90,10 +90,14 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 255.0) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
 
 
-def ssim(x: Tensor, y: Tensor, data_range: float = 255.0, window: int = 11, sigma: float = 1.5) -> float:
+def ssim(
+    x: Tensor, y: Tensor, data_range: float = 255.0, window: int = 11, sigma: float = 1.5
+) -> float:
     """Mean SSIM of image batches ``x, y``: (N, C, H, W), Gaussian window, per channel."""
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"ssim needs equal (N, C, H, W) shapes, got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"ssim needs equal (N, C, H, W) shapes, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     c = x.shape[1]
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
@@ -133,7 +137,9 @@ def sync_distances(video_feats: Tensor, audio_feats: Tensor, vshift: int = 15) -
         (zero-padded audio outside the clip, as in syncnet_python's calc_pdist).
     """
     if video_feats.shape != audio_feats.shape:
-        raise ValueError(f"feature shapes differ: {tuple(video_feats.shape)} vs {tuple(audio_feats.shape)}")
+        raise ValueError(
+            f"feature shapes differ: {tuple(video_feats.shape)} vs {tuple(audio_feats.shape)}"
+        )
     win = 2 * vshift + 1
     padded = F.pad(audio_feats, (0, 0, vshift, vshift))  # -> (T + 2 vshift, D)
     windows = padded.unfold(0, win, 1).transpose(1, 2)  # -> (T, win, D)
@@ -166,7 +172,9 @@ def motion_beats(motion: np.ndarray, sigma: float = 5.0) -> np.ndarray:
     return argrelextrema(speed, np.less)[0]
 
 
-def beat_align_score(audio_beats: np.ndarray, motion_beat_frames: np.ndarray, sigma: float = 3.0) -> float:
+def beat_align_score(
+    audio_beats: np.ndarray, motion_beat_frames: np.ndarray, sigma: float = 3.0
+) -> float:
     """Bailando BAS: mean over audio beats b of exp(-min_m (m - b)^2 / (2 sigma^2)), frames units.
 
     Returns 0 when there are no motion beats and nan when there are no audio beats.

@@ -65,7 +65,9 @@ def resolve_weights_dir(weights_dir: str | Path | None) -> Path | None:
     return Path(env) if env else None
 
 
-def load_networks(weights_dir: str | Path | None, device: torch.device | str = "cpu") -> MetricNetworks:
+def load_networks(
+    weights_dir: str | Path | None, device: torch.device | str = "cpu"
+) -> MetricNetworks:
     """Load every metric network whose official file is in ``weights_dir``."""
     root = resolve_weights_dir(weights_dir)
     nets = MetricNetworks()
@@ -84,5 +86,9 @@ def load_networks(weights_dir: str | Path | None, device: torch.device | str = "
         except (RuntimeError, ValueError, OSError) as err:
             # A corrupt or wrong-layout file disables its metric only; strict loading says why.
             logger.warning("could not load %s: %s", path, err)
-            nets.missing[name] = {"status": "weights failed to load", "file": str(path), "error": str(err)[:500]}
+            nets.missing[name] = {
+                "status": "weights failed to load",
+                "file": str(path),
+                "error": str(err)[:500],
+            }
     return nets

@@ -46,18 +46,24 @@ def _ticks(frames: np.ndarray, n: int, color: str, top: bool) -> str:
     out = []
     for f in frames:
         x = _PAD + f * (_W - 2 * _PAD) / max(n - 1, 1)
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0}" y2="{y1}" stroke="{color}" stroke-width="2"/>')
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y0}" y2="{y1}" stroke="{color}" stroke-width="2"/>'
+        )
     return "".join(out)
 
 
-def line_plot(title: str, curves: list[np.ndarray], marks: list[tuple[np.ndarray, str, bool]]) -> str:
+def line_plot(
+    title: str, curves: list[np.ndarray], marks: list[tuple[np.ndarray, str, bool]]
+) -> str:
     """Inline SVG of curves (each (T,)) sharing one y range, with tick marks at frame indices."""
     if not curves or not len(curves[0]):
         return ""
     allv = np.concatenate([np.asarray(c, dtype=float) for c in curves])
     lo, hi = float(allv.min()), float(allv.max())
     n = len(curves[0])
-    body = "".join(_polyline(np.asarray(c, float), lo, hi, _COLORS[i % 4]) for i, c in enumerate(curves))
+    body = "".join(
+        _polyline(np.asarray(c, float), lo, hi, _COLORS[i % 4]) for i, c in enumerate(curves)
+    )
     body += "".join(_ticks(f, n, color, top) for f, color, top in marks)
     return (
         f'<svg width="{_W}" height="{_H}" xmlns="http://www.w3.org/2000/svg">'
@@ -76,7 +82,9 @@ def histogram_svg(values: list[int], lo: int, hi: int, title: str) -> str:
     for i, (b, c) in enumerate(zip(bins, counts)):
         h = c / top * (_H - 2 * _PAD)
         x = _PAD + i * bw
-        bars.append(f'<rect x="{x:.1f}" y="{_H - _PAD - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="#1f77b4"/>')
+        bars.append(
+            f'<rect x="{x:.1f}" y="{_H - _PAD - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="#1f77b4"/>'
+        )
         if b % 5 == 0:
             bars.append(f'<text x="{x:.1f}" y="{_H - 8}" font-size="9">{b}</text>')
     return (
@@ -112,7 +120,18 @@ def render_html(result: EvalResult) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in TABLE1)
     gen_row = "".join(f"<td>{_fmt(s['metrics'].get(m))}</td>" for m in TABLE1)
     gt_row = "".join(f"<td>{_fmt(s['reference_metrics'].get(m, None))}</td>" for m in TABLE1)
-    cols = ("frames", "fps", "LSE-C", "LSE-D", "sync_offset", "CSIM", "BAS", "Blink/s", "PSNR", "SSIM")
+    cols = (
+        "frames",
+        "fps",
+        "LSE-C",
+        "LSE-D",
+        "sync_offset",
+        "CSIM",
+        "BAS",
+        "Blink/s",
+        "PSNR",
+        "SSIM",
+    )
     video_rows = []
     for row in s["videos"]:
         cells = "".join(f"<td>{_fmt(row.get(c))}</td>" for c in cols)
@@ -123,21 +142,24 @@ def render_html(result: EvalResult) -> str:
     offsets = [r["sync_offset"] for r in s["videos"] if r.get("sync_offset") is not None]
     hist = (
         histogram_svg(offsets, -15, 15, "SyncNet AV offset (frames) over videos")
-        if offsets else f"<p class='na'>No sync offsets: LSE {_fmt(s['metrics'].get('LSE-C'))}</p>"
+        if offsets
+        else f"<p class='na'>No sync offsets: LSE {_fmt(s['metrics'].get('LSE-C'))}</p>"
     )
-    skipped = "".join(f"<li>{html.escape(x['path'])}: {html.escape(x['error'])}</li>" for x in s["skipped"])
+    skipped = "".join(
+        f"<li>{html.escape(x['path'])}: {html.escape(x['error'])}</li>" for x in s["skipped"]
+    )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s["approximations"])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>talkinghead eval</title>
 <style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;margin:8px 0}}
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:center}} .na{{color:#a60}}</style>
 </head><body><h1>talkinghead eval</h1>
-<p>generated: {html.escape(s['generated_dir'])} &middot; reference: {html.escape(str(s['reference_dir']))}
-&middot; {s['num_videos']} videos ({s['num_paired']} paired)</p>
+<p>generated: {html.escape(s["generated_dir"])} &middot; reference: {html.escape(str(s["reference_dir"]))}
+&middot; {s["num_videos"]} videos ({s["num_paired"]} paired)</p>
 <h2>Table 1 metrics</h2><table><tr><th></th>{head}</tr><tr><th>generated</th>{gen_row}</tr>
 <tr><th>reference (GT)</th>{gt_row}</tr></table>
 <h2>Sync offsets</h2>{hist}
-<h2>Per video</h2><table><tr><th>name</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>{''.join(video_rows)}</table>
-<h2>Skipped videos</h2><ul>{skipped or '<li>none</li>'}</ul>
+<h2>Per video</h2><table><tr><th>name</th>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{"".join(video_rows)}</table>
+<h2>Skipped videos</h2><ul>{skipped or "<li>none</li>"}</ul>
 <h2>Approximations</h2><ul>{notes}</ul></body></html>
 """
 

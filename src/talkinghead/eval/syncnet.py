@@ -57,7 +57,9 @@ class SyncNetV2(nn.Module):
         self.netcnnlip = nn.Sequential(
             *_conv_bn_relu(nn.Conv3d(3, 96, (5, 7, 7), stride=(1, 2, 2)), 96, 3),
             nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
-            *_conv_bn_relu(nn.Conv3d(96, 256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), 256, 3),
+            *_conv_bn_relu(
+                nn.Conv3d(96, 256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), 256, 3
+            ),
             nn.MaxPool3d((1, 3, 3), (1, 2, 2), padding=(0, 1, 1)),
             *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), 256, 3),
             *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), 256, 3),
@@ -95,7 +97,9 @@ def syncnet_features(
     cc = torch.from_numpy(mfcc(audio_16k)).float()  # -> (13, N)
     n = min(len(crops_bgr), len(audio_16k) // 640) - 5
     if n < 1:
-        raise ValueError(f"clip too short for SyncNet: {len(crops_bgr)} frames, {len(audio_16k)} samples")
+        raise ValueError(
+            f"clip too short for SyncNet: {len(crops_bgr)} frames, {len(audio_16k)} samples"
+        )
     video = torch.from_numpy(np.ascontiguousarray(crops_bgr)).float()
     video = rearrange(video, "t h w c -> c t h w")
     device = next(model.parameters()).device
