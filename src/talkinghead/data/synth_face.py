@@ -208,8 +208,15 @@ def _paint(
     img: np.ndarray, mask: np.ndarray, color: Sequence[float] | np.ndarray, alpha: float = 1.0
 ) -> None:
     """Blend ``color`` (3,) or (H, W, 3) into ``img`` where ``mask`` covers it."""
-    m = (mask * alpha)[..., None]
-    img += (np.asarray(color, np.float32) - img) * m
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return
+    # blend only inside the mask's bounding box: most features cover a small part of the frame
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    color = np.asarray(color, np.float32)
+    if color.ndim == 3:
+        color = color[box]
+    img[box] += (color - img[box]) * (mask[box] * alpha)[..., None]
 
 
 def _curve(x0: float, x1: float, n: int = 24) -> np.ndarray:
