@@ -23,7 +23,8 @@ def load_official_state_dict(path: str | Path, model: nn.Module) -> dict[str, Te
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
+        # ValueError, not TypeError: a bad file is bad input, and callers catch ValueError for it.
+        raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")  # noqa: TRY004
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     for name, buf in model.state_dict().items():
         if name.endswith("num_batches_tracked") and name not in sd:
