@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .local_attention import apply_rotary, local_attention, reference_local_attention
+from .local_attention import apply_rotary, dense_attention, local_attention
 
 ATTENTION_MODES = ("local", "full")
 
@@ -69,10 +69,15 @@ class GainLayerNorm(nn.Module):
         super().__init__()
         self.g = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    @staticmethod
+    def standardize(x: Tensor) -> Tensor:
+        """(x - mean) / sqrt(var + eps) over the last dim, before the gain."""
         eps = 1e-5 if x.dtype == torch.float32 else 1e-3
         var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
-        return (x - mean) * (var + eps).rsqrt() * self.g
+        return (x - mean) * (var + eps).rsqrt()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.standardize(x) * self.g
 
 
 class SinusoidalPosEmb(nn.Module):
@@ -132,23 +137,27 @@ class CrossAttention(nn.Module):
         self.k_scale = nn.Parameter(torch.ones(dim_head))
         self.to_out = nn.Sequential(nn.Linear(inner, out_dim, bias=False), GainLayerNorm(out_dim))
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """x: (N, L, dim) pixels of N frames; context: (N, context_dim) -> (N, L, out_dim)."""
-        q = rearrange(self.to_q(self.norm(x)), "n l (h d) -> n l h d", h=self.heads)
+    def forward(self, x: Tensor, context: Tensor, x_std: Tensor | None = None) -> Tensor:
+        """x: (N, L, dim) pixels of N frames; context: (N, context_dim) -> (N, L, out_dim).
+
+        ``x_std`` = ``GainLayerNorm.standardize(x)`` may be passed to share it between modules.
+        """
+        if x_std is None:
+            x_std = GainLayerNorm.standardize(x)
+        # the LayerNorm gain folded into the query projection: one pass over the pixels less
+        q = F.linear(x_std, self.to_q.weight * self.norm.g)
+        q = rearrange(q, "n l (h d) -> n l h d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "n (two h d) -> two n h d", two=2, h=self.heads)
         null_k, null_v = self.null_kv.unbind(0)
-        q = F.normalize(q, dim=-1) * self.q_scale
-        k = F.normalize(k, dim=-1) * self.k_scale
-        null_k = F.normalize(null_k, dim=-1) * self.k_scale
-        sim = (
-            torch.stack(
-                (torch.einsum("nlhd,d->nlh", q, null_k), torch.einsum("nlhd,nhd->nlh", q, k)),
-                dim=-1,
-            )
-            * self.scale
-        )  # (N, L, heads, 2): null key first, as in the official key order
-        attn = sim.softmax(dim=-1, dtype=torch.float32).to(sim.dtype)
-        out = attn[..., :1] * null_v + attn[..., 1:] * v[:, None]  # (N, L, heads, dim_head)
+        keys = torch.stack((F.normalize(null_k, dim=-1).expand_as(k), F.normalize(k, dim=-1)), -2)
+        keys = keys * (self.k_scale * self.q_scale)  # (N, heads, 2, d): null key first, as official
+        # cosine similarity with l2-normalised q: divide the raw dot products by |q| (F.normalize eps)
+        dots = torch.einsum("nlhd,nhjd->nlhj", q, keys)
+        q_norm = torch.linalg.vector_norm(q, dim=-1).clamp_min(1e-12)
+        # softmax over the two keys == sigmoid of their logit difference (fp32 as the official)
+        gate = torch.sigmoid(((dots[..., 1] - dots[..., 0]) / q_norm * self.scale).float())
+        gate = gate.to(q.dtype)[..., None]  # (N, L, heads, 1): weight of the frame's condition
+        out = null_v + gate * (v[:, None] - null_v)  # (N, L, heads, dim_head)
         return self.to_out(rearrange(out, "n l h d -> n l (h d)"))
 
 
@@ -201,8 +210,9 @@ class ResnetBlock(nn.Module):
         audio = self.audio_mlp(flat[:, :audio_dim])
         pose = self.pose_mlp(flat[:, audio_dim : audio_dim + pose_dim])
         eye = self.eye_mlp(flat[:, audio_dim + pose_dim :])
-        out = self.cross_attn_pose(pixels, pose) + self.cross_attn_aud(pixels, audio)
-        out = out + self.cross_attn_eye(pixels, eye)
+        std = GainLayerNorm.standardize(pixels)  # shared by the three cross-attentions
+        out = self.cross_attn_pose(pixels, pose, std) + self.cross_attn_aud(pixels, audio, std)
+        out = out + self.cross_attn_eye(pixels, eye, std)
         return rearrange(out, "(b f) (h w) c -> b c f h w", b=b, f=f, h=h, w=w)
 
     def forward(
@@ -287,7 +297,8 @@ class TemporalContext:
 
     cos, sin: (F, rot_dim) rotary angles; bias_table: (heads, 2 * span + 1) relative bias;
     window: |j - i| > window is masked (None: no mask); mode: "local" or "full";
-    max_logits: cap on logits elements per chunk of pixel sequences (peak-memory knob).
+    max_logits: cap on logits elements per chunk of pixel sequences (peak-memory knob);
+    dense_bias: (heads, F, F) bias + -1e8 band mask, set for the "full" mode (built once).
     """
 
     cos: Tensor
@@ -296,6 +307,7 @@ class TemporalContext:
     window: int | None
     mode: str = "local"
     max_logits: int = 1 << 24
+    dense_bias: Tensor | None = None
 
 
 class TemporalAttention(nn.Module):
@@ -309,8 +321,9 @@ class TemporalAttention(nn.Module):
         q, k, v = self.fn.qkv(seq)  # (S, heads, F, d)
         q = apply_rotary(q, ctx.cos, ctx.sin)
         k = apply_rotary(k, ctx.cos, ctx.sin)
-        attend = local_attention if ctx.mode == "local" else reference_local_attention
-        return self.fn.merge(attend(q, k, v, ctx.bias_table, ctx.window))
+        if ctx.dense_bias is not None:
+            return self.fn.merge(dense_attention(q, k, v, ctx.dense_bias))
+        return self.fn.merge(local_attention(q, k, v, ctx.bias_table, ctx.window))
 
     def forward(self, x: Tensor, *, ctx: TemporalContext) -> Tensor:
         b, _, f, h, w = x.shape

@@ -152,7 +152,12 @@ def reference_local_attention(
         (..., heads, n, d)
     """
     n = _check(q, k, v, bias_table, window)
-    sim = torch.einsum("...id,...jd->...ij", q, k) + dense_bias(bias_table, n, window)
+    return dense_attention(q, k, v, dense_bias(bias_table, n, window))
+
+
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """softmax(q k^T + bias) v with the official max subtraction; bias: (heads, n, n)."""
+    sim = torch.einsum("...id,...jd->...ij", q, k) + bias
     sim = sim - sim.amax(dim=-1, keepdim=True).detach()
     return torch.einsum("...ij,...jd->...id", sim.softmax(dim=-1), v)
 

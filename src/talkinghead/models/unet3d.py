@@ -35,7 +35,7 @@ from .layers3d import (
     TemporalAttention,
     TemporalContext,
 )
-from .local_attention import RelativePositionBias, RotaryEmbedding
+from .local_attention import RelativePositionBias, RotaryEmbedding, dense_bias
 
 
 class UNet3D(nn.Module):
@@ -135,7 +135,10 @@ class UNet3D(nn.Module):
         span = num_frames - 1 if window is None or mode == "full" else min(window, num_frames - 1)
         cos, sin = self.rotary.cos_sin(num_frames, dtype)
         table = self.time_rel_pos_bias.offset_table(span).to(dtype)
-        return TemporalContext(cos=cos, sin=sin, bias_table=table, window=window, mode=mode)
+        dense = dense_bias(table, num_frames, window) if mode == "full" else None
+        return TemporalContext(
+            cos=cos, sin=sin, bias_table=table, window=window, mode=mode, dense_bias=dense
+        )
 
     def forward(
         self,
