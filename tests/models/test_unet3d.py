@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import load_golden, max_rel_error
 from safetensors.torch import load_file, save_file
 
 from talkinghead.configs import PRESETS, UNet3DConfig
 from talkinghead.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.models.unet3d import UNet3D, config_from_state_dict, strip_official_extras
-
-from conftest import load_golden, max_rel_error
 
 # float32 re-implementation: the source channels are convolved separately (2D conv, bias once),
 # the cross-attention softmax and the local attention reorder sums, so outputs differ from the
@@ -47,8 +46,13 @@ def _source(io: dict[str, torch.Tensor], call: str) -> torch.Tensor:
 
 def _run(model: UNet3D, io: dict[str, torch.Tensor], call: str, **kw: object) -> torch.Tensor:
     with torch.no_grad():
-        return model(io[f"{call}.input.x"], io[f"{call}.input.time"], io[f"{call}.input.cond"],
-                     _source(io, call), **kw)
+        return model(
+            io[f"{call}.input.x"],
+            io[f"{call}.input.time"],
+            io[f"{call}.input.cond"],
+            _source(io, call),
+            **kw,
+        )
 
 
 def test_config_from_golden_state() -> None:
@@ -174,9 +178,16 @@ def test_tiny_save_load_round_trip(tiny, tmp_path) -> None:
     again = UNet3D(PRESETS["tiny"].unet)
     again.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(again(x, t, cond, source), model(x, t, cond, source), atol=0, rtol=0)
+        torch.testing.assert_close(
+            again(x, t, cond, source), model(x, t, cond, source), atol=0, rtol=0
+        )
     cfg = PRESETS["tiny"].unet
-    unknowable = dict(resnet_groups=4, rel_pos_max_distance=8, window=4, face_loc_channels=4)
+    unknowable = {
+        "resnet_groups": 4,
+        "rel_pos_max_distance": 8,
+        "window": 4,
+        "face_loc_channels": 4,
+    }
     assert config_from_state_dict(again.state_dict(), **unknowable) == cfg
 
 

@@ -189,9 +189,12 @@ class ResnetBlock(nn.Module):
             self.audio_mlp = nn.Sequential(nn.SiLU(), nn.Linear(audio, dim_out * 2))
             self.pose_mlp = nn.Sequential(nn.SiLU(), nn.Linear(pose, dim_out * 2))
             self.eye_mlp = nn.Sequential(nn.SiLU(), nn.Linear(eye, dim_out * 2))
-        ca = dict(
-            out_dim=dim_out, context_dim=dim_out * 2, heads=cross_heads, dim_head=cross_dim_head
-        )
+        ca = {
+            "out_dim": dim_out,
+            "context_dim": dim_out * 2,
+            "heads": cross_heads,
+            "dim_head": cross_dim_head,
+        }
         self.cross_attn_aud = CrossAttention(dim, **ca)
         self.cross_attn_pose = CrossAttention(dim, **ca)
         self.cross_attn_eye = CrossAttention(dim, **ca)

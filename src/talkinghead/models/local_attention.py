@@ -31,7 +31,9 @@ from torch import Tensor, nn
 MASK_VALUE = -1e8  # the official additive window mask
 
 
-def relative_position_bucket(relative_position: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+def relative_position_bucket(
+    relative_position: Tensor, num_buckets: int, max_distance: int
+) -> Tensor:
     """Bidirectional T5 bucket of ``relative_position = key - query`` (dawn_spec.md §2.3.2).
 
     Half of the buckets are for keys before the query (``rel <= 0`` -> 0..num_buckets/2-1), half for
@@ -202,10 +204,14 @@ def local_attention(
 
     span = (bias_table.shape[-1] - 1) // 2
     device = q.device
-    rel = torch.arange(kb_len, device=device)[None, :] - torch.arange(bq, device=device)[:, None] - w
+    rel = (
+        torch.arange(kb_len, device=device)[None, :] - torch.arange(bq, device=device)[:, None] - w
+    )
     in_window = rel.abs() <= w  # (bq, kb_len); the same for every block
     band = bias_table[:, rel.clamp(-w, w) + span].to(q.dtype)  # (heads, bq, kb_len)
-    key_pos = torch.arange(nb, device=device)[:, None] * bq - w + torch.arange(kb_len, device=device)
+    key_pos = (
+        torch.arange(nb, device=device)[:, None] * bq - w + torch.arange(kb_len, device=device)
+    )
     key_ok = (key_pos >= 0) & (key_pos < n)  # (nb, kb_len): padding keys at the borders
     keep = in_window[None] & key_ok[:, None, :]  # (nb, bq, kb_len)
 

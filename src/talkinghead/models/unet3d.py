@@ -16,6 +16,7 @@ rotary ``freqs`` copies (a non-persistent buffer here).
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import torch
@@ -27,8 +28,8 @@ from ..configs import UNet3DConfig
 from .layers3d import (
     ATTENTION_MODES,
     PreNorm,
-    ResnetBlock,
     Residual,
+    ResnetBlock,
     SinusoidalPosEmb,
     SpatialAttention,
     SpatialLinearAttention,
@@ -50,22 +51,30 @@ class UNet3D(nn.Module):
         self.cfg = cfg
         dim, heads, dh = cfg.dim, cfg.attn_heads, cfg.attn_dim_head
         dims = [dim, *(dim * m for m in cfg.dim_mults)]
-        in_out = list(zip(dims[:-1], dims[1:]))
+        in_out = list(itertools.pairwise(dims))
         time_dim = dim * 4
 
         self.rotary = RotaryEmbedding(min(32, dh))  # one instance, as the official shares it
-        self.time_rel_pos_bias = RelativePositionBias(heads, cfg.rel_pos_buckets, cfg.rel_pos_max_distance)
+        self.time_rel_pos_bias = RelativePositionBias(
+            heads, cfg.rel_pos_buckets, cfg.rel_pos_max_distance
+        )
         pad = cfg.init_kernel_size // 2
         k = cfg.init_kernel_size
         self.init_conv = nn.Conv3d(cfg.in_channels, dim, (1, k, k), padding=(0, pad, pad))
         self.init_temporal_attn = self._temporal(dim)
         self.time_mlp = nn.Sequential(
-            SinusoidalPosEmb(dim), nn.Linear(dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim)
+            SinusoidalPosEmb(dim),
+            nn.Linear(dim, time_dim),
+            nn.GELU(),
+            nn.Linear(time_dim, time_dim),
         )
 
         def block(d_in: int, d_out: int, conditioned: bool = True) -> ResnetBlock:
             return ResnetBlock(
-                d_in, d_out, groups=cfg.resnet_groups, cross_heads=cfg.cross_attn_heads,
+                d_in,
+                d_out,
+                groups=cfg.resnet_groups,
+                cross_heads=cfg.cross_attn_heads,
                 cross_dim_head=cfg.cross_attn_dim_head,
                 time_emb_dim=time_dim if conditioned else None,
                 cond_dims=(cfg.audio_dim, cfg.pose_dim, cfg.eye_dim) if conditioned else None,
@@ -78,10 +87,17 @@ class UNet3D(nn.Module):
         for i, (d_in, d_out) in enumerate(in_out):
             last = i == len(in_out) - 1
             down = nn.Conv3d(d_out, d_out, (1, 4, 4), (1, 2, 2), (0, 1, 1))
-            self.downs.append(nn.ModuleList([
-                block(d_in, d_out), block(d_out, d_out), linear_attn(d_out), self._temporal(d_out),
-                nn.Identity() if last else down,
-            ]))
+            self.downs.append(
+                nn.ModuleList(
+                    [
+                        block(d_in, d_out),
+                        block(d_out, d_out),
+                        linear_attn(d_out),
+                        self._temporal(d_out),
+                        nn.Identity() if last else down,
+                    ]
+                )
+            )
         mid = dims[-1]
         self.mid_block1 = block(mid, mid)
         self.mid_spatial_attn = Residual(PreNorm(mid, SpatialAttention(mid, heads, dh)))
@@ -91,16 +107,27 @@ class UNet3D(nn.Module):
         for i, (d_in, d_out) in enumerate(reversed(in_out)):
             last = i == len(in_out) - 1
             up = nn.ConvTranspose3d(d_in, d_in, (1, 4, 4), (1, 2, 2), (0, 1, 1))
-            self.ups.append(nn.ModuleList([
-                block(d_out * 2, d_in), block(d_in, d_in), linear_attn(d_in), self._temporal(d_in),
-                nn.Identity() if last else up,
-            ]))
+            self.ups.append(
+                nn.ModuleList(
+                    [
+                        block(d_out * 2, d_in),
+                        block(d_in, d_in),
+                        linear_attn(d_in),
+                        self._temporal(d_in),
+                        nn.Identity() if last else up,
+                    ]
+                )
+            )
         grid_channels = cfg.latent_channels - 1
-        self.final_conv = nn.Sequential(block(dim * 2, dim, False), nn.Conv3d(dim, grid_channels, 1))
+        self.final_conv = nn.Sequential(
+            block(dim * 2, dim, False), nn.Conv3d(dim, grid_channels, 1)
+        )
         self.occlusion_map = nn.Sequential(block(dim * 2, dim, False), nn.Conv3d(dim, 1, 1))
 
     def _temporal(self, d: int) -> Residual:
-        return Residual(PreNorm(d, TemporalAttention(d, self.cfg.attn_heads, self.cfg.attn_dim_head)))
+        return Residual(
+            PreNorm(d, TemporalAttention(d, self.cfg.attn_heads, self.cfg.attn_dim_head))
+        )
 
     # -- source features -------------------------------------------------------------------------
 
@@ -121,7 +148,9 @@ class UNet3D(nn.Module):
     def _init_conv(self, x: Tensor, source_emb: Tensor) -> Tensor:
         b = x.shape[0]
         weight = self.init_conv.weight[:, : self.cfg.latent_channels, 0]
-        frames = F.conv2d(rearrange(x, "b c f h w -> (b f) c h w"), weight, padding=self.init_conv.padding[1:])
+        frames = F.conv2d(
+            rearrange(x, "b c f h w -> (b f) c h w"), weight, padding=self.init_conv.padding[1:]
+        )
         return rearrange(frames, "(b f) c h w -> b c f h w", b=b) + source_emb[:, :, None]
 
     # -- forward ---------------------------------------------------------------------------------
@@ -173,22 +202,30 @@ class UNet3D(nn.Module):
         if (source is None) == (source_emb is None):
             raise ValueError("pass exactly one of source or source_emb")
         if x.dim() != 5 or x.shape[1] != self.cfg.latent_channels:
-            raise ValueError(f"x must be (B, {self.cfg.latent_channels}, F, h, w), got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be (B, {self.cfg.latent_channels}, F, h, w), got {tuple(x.shape)}"
+            )
         b, _, f, h, w = x.shape
         if cond.shape != (b, f, self.cfg.cond_dim):
-            raise ValueError(f"cond must be (B, F, {self.cfg.cond_dim}) = {(b, f, self.cfg.cond_dim)}, "
-                             f"got {tuple(cond.shape)}")
+            raise ValueError(
+                f"cond must be (B, F, {self.cfg.cond_dim}) = {(b, f, self.cfg.cond_dim)}, "
+                f"got {tuple(cond.shape)}"
+            )
         if source_emb is None:
             assert source is not None
             source_emb = self.precompute_source(source)
         if source_emb.shape != (b, self.cfg.dim, h, w):
-            raise ValueError(f"source_emb must be {(b, self.cfg.dim, h, w)}, got {tuple(source_emb.shape)}")
+            raise ValueError(
+                f"source_emb must be {(b, self.cfg.dim, h, w)}, got {tuple(source_emb.shape)}"
+            )
         if t.dim() == 0:
             t = t.expand(b)
         cond = self._apply_null_cond(cond, null_cond, null_cond_mask)
         ctx = self.temporal_context(
-            f, window=self.cfg.window if window is None else window,
-            mode=attention or self.cfg.attention, dtype=x.dtype,
+            f,
+            window=self.cfg.window if window is None else window,
+            mode=attention or self.cfg.attention,
+            dtype=x.dtype,
         )
 
         x = self._init_conv(x, source_emb)
@@ -218,7 +255,9 @@ class UNet3D(nn.Module):
         if mask is None:
             return cond
         if mask.shape != cond.shape[:2]:
-            raise ValueError(f"null_cond_mask must be (B, F) = {tuple(cond.shape[:2])}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"null_cond_mask must be (B, F) = {tuple(cond.shape[:2])}, got {tuple(mask.shape)}"
+            )
         return cond.masked_fill(mask[..., None].bool(), 0.0)
 
 
@@ -247,16 +286,21 @@ def config_from_state_dict(sd: dict[str, Tensor], **overrides: object) -> UNet3D
     ca = "downs.0.0.cross_attn_aud"
     cross_dim_head = sd[f"{ca}.null_kv"].shape[1]
     face_loc = int(overrides.get("face_loc_channels", UNet3DConfig.face_loc_channels))  # type: ignore[arg-type]
-    values: dict[str, object] = dict(
-        dim=dim, dim_mults=mults, latent_channels=latent,
-        feature_channels=in_channels - latent - face_loc, face_loc_channels=face_loc,
-        audio_dim=sd["downs.0.0.audio_mlp.1.weight"].shape[1],
-        pose_dim=sd["downs.0.0.pose_mlp.1.weight"].shape[1],
-        eye_dim=sd["downs.0.0.eye_mlp.1.weight"].shape[1],
-        attn_heads=heads, attn_dim_head=inner // heads,
-        cross_attn_heads=sd[f"{ca}.to_q.weight"].shape[0] // cross_dim_head,
-        cross_attn_dim_head=cross_dim_head,
-        init_kernel_size=sd["init_conv.weight"].shape[-1], rel_pos_buckets=buckets,
-    )
+    values: dict[str, object] = {
+        "dim": dim,
+        "dim_mults": mults,
+        "latent_channels": latent,
+        "feature_channels": in_channels - latent - face_loc,
+        "face_loc_channels": face_loc,
+        "audio_dim": sd["downs.0.0.audio_mlp.1.weight"].shape[1],
+        "pose_dim": sd["downs.0.0.pose_mlp.1.weight"].shape[1],
+        "eye_dim": sd["downs.0.0.eye_mlp.1.weight"].shape[1],
+        "attn_heads": heads,
+        "attn_dim_head": inner // heads,
+        "cross_attn_heads": sd[f"{ca}.to_q.weight"].shape[0] // cross_dim_head,
+        "cross_attn_dim_head": cross_dim_head,
+        "init_kernel_size": sd["init_conv.weight"].shape[-1],
+        "rel_pos_buckets": buckets,
+    }
     values.update(overrides)
     return UNet3DConfig(**values)  # type: ignore[arg-type]
