@@ -312,7 +312,9 @@ class TalkingHeadPipeline:
         if driving_video is not None:
             from .driving import motion_from_video
 
-            drv_pose, drv_eye = motion_from_video(self.face_analyzer, driving_video, options.fps)
+            drv_pose, drv_eye = motion_from_video(
+                self.face_analyzer, driving_video, options.fps, progress=self._progress
+            )
             pose_track = drv_pose if pose_track is None else pose_track
             eye_track = drv_eye if eye_track is None else eye_track
         scale = 0.0 if options.motion_scale == 0 else options.motion_scale
