@@ -116,7 +116,7 @@ def tiny() -> tuple[UNet3D, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     model = UNet3D(cfg)
     g = torch.Generator().manual_seed(0)
-    b, f, s = 2, 11, 8  # 11 frames > 2 * window + 1: the banded path is exercised
+    b, f, s = 2, 14, 8  # 14 frames > block + 2 * window = 12: the banded path is exercised
     x = torch.randn(b, cfg.latent_channels, f, s, s, generator=g)
     t = torch.tensor([3, 700])
     cond = torch.randn(b, f, cfg.cond_dim, generator=g)
