@@ -1,1 +1,43 @@
+"""Training DAWN's three stages (dawn_spec.md §5): LFG, PBNet and the A2V-FDM denoiser.
 
+``TrainConfig`` (``config.py``) describes a run; ``loop.train`` is the shared loop (DDP, EMA,
+gradient accumulation, bf16, exact resume, logs, previews); ``flow_ae``, ``pose_blink`` and
+``diffusion`` each build their stage's ``Task`` and provide ``train_*`` and ``export``.
+``run_stage`` and ``export_run`` dispatch on the stage name (the CLI uses them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import STAGES, TrainConfig
+from .loop import TrainResult, load_checkpoint
+
+__all__ = ["STAGES", "TrainConfig", "TrainResult", "export_run", "run_stage"]
+
+
+def _stage_module(stage: str):
+    if stage == "lfg":
+        from . import flow_ae as module
+    elif stage == "pbnet":
+        from . import pose_blink as module
+    elif stage == "a2v":
+        from . import diffusion as module
+    else:
+        raise ValueError(f"stage={stage!r} must be one of {STAGES}")
+    return module
+
+
+def run_stage(cfg: TrainConfig, *, resume: bool = False, hooks=()) -> TrainResult:
+    """Train (or resume) the stage named by ``cfg.stage``."""
+    from .loop import train
+
+    cfg = cfg.resolve()
+    return train(cfg, _stage_module(cfg.stage).build_task(cfg), resume=resume, hooks=hooks)
+
+
+def export_run(run_dir: str | Path, model_dir: str | Path) -> list[Path]:
+    """Write a run's EMA network(s) into ``model_dir`` (our model-dir format, ``hub``)."""
+    stage = load_checkpoint(run_dir)["config"]["stage"]
+    out = _stage_module(stage).export(run_dir, model_dir)
+    return out if isinstance(out, list) else [out]

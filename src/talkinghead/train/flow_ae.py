@@ -1,0 +1,125 @@
+"""Training the LFG (FlowAutoencoder, paper Sec. 3.1; dawn_spec.md §5.1): ``talkinghead train lfg``.
+
+Per item, two frames of one clip; the LFG reconstructs the later (driving) frame from the earlier
+(source) one. Loss = ``rec_weight`` x L1 pyramid of the reconstruction (on VGG19 features when
+``vgg_weights`` is given, the official perceptual loss; on pixels otherwise) + ``equivariance_weight``
+x (shift + affine equivariance of the region predictor under a random affine transform of the
+driving frame). Augmentation: the pair is flipped horizontally and swapped in time, each with
+probability 0.5 (the official ColorJitter is left out).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from ..configs import config_to_dict
+from ..data.datasets import LFGPairDataset
+from ..models.flow_autoencoder import FlowAutoencoder
+from .config import TrainConfig, model_config_for_data
+from .loop import (
+    Task,
+    TrainResult,
+    export_component,
+    load_checkpoint,
+    load_trained,
+    train,
+    write_image_rows,
+)
+from .losses import ImagePyramid, RandomAffine, VGG19Features, equivariance_losses, pyramid_loss
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "flow_ae"
+
+
+class LFGObjective(nn.Module):
+    """``forward(batch, generator)`` -> (loss, metrics) of one LFG batch.
+
+    batch: ``source``, ``driving`` (B, 3, H, W) in [0, 1].
+    """
+
+    def __init__(self, lfg: FlowAutoencoder, cfg: TrainConfig, vgg: VGG19Features | None = None):
+        super().__init__()
+        self.lfg = lfg
+        self.vgg = vgg
+        self.pyramid = ImagePyramid(lfg.cfg.num_channels)
+        self.rec_weight, self.eq_weight = cfg.rec_weight, cfg.equivariance_weight
+        self.sigma = cfg.transform_sigma
+
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict]:
+        source, driving = augment_pair(batch["source"], batch["driving"], generator)
+        out = self.lfg(source, driving)
+        rec = self.rec_weight * pyramid_loss(out["prediction"], driving, self.pyramid, self.vgg)
+        transform = RandomAffine(source.shape[0], self.sigma, generator=generator,
+                                 device=driving.device)
+        transformed = self.lfg.region_predictor(transform.transform_frame(driving))
+        shift, affine = equivariance_losses(out["driving_region_params"], transformed, transform)
+        loss = rec + self.eq_weight * (shift + affine)
+        return loss, {"rec": rec.detach(), "eq_shift": shift.detach(), "eq_affine": affine.detach()}
+
+
+def augment_pair(source: Tensor, driving: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random horizontal flip (both frames alike) and time swap per item; (B, 3, H, W) each."""
+    b = source.shape[0]
+    flip, swap = (torch.rand((2, b, 1, 1, 1), generator=generator, device=source.device) < 0.5)
+    source, driving = (torch.where(flip, x.flip(-1), x) for x in (source, driving))
+    return torch.where(swap, driving, source), torch.where(swap, source, driving)
+
+
+def _vgg(path: str | None) -> VGG19Features | None:
+    if path is None:
+        logger.info("no --vgg-weights: reconstruction loss on pixels (L1 pyramid)")
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return VGG19Features.from_torchvision_state_dict(state)
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    """LFG, objective and pair dataset of ``cfg`` (resolved)."""
+    dawn, audio_kind = model_config_for_data(cfg.preset, cfg.data)
+    lfg = FlowAutoencoder(dawn.flow_ae)
+    if cfg.init_from:
+        init, _ = load_trained(cfg.init_from, COMPONENT)
+        lfg.load_state_dict(init.state_dict())
+    dataset = LFGPairDataset(cfg.data, "train", max_gap=cfg.max_gap, seed=cfg.seed,
+                             num_repeats=cfg.num_repeats)
+    fixed = default_collate([dataset[i] for i in range(min(4, len(dataset)))])
+
+    def preview(ema: nn.Module, step: int, out_dir: Path) -> None:
+        # rows: source, driving, reconstruction
+        src, drv = fixed["source"], fixed["driving"]
+        device = next(ema.parameters()).device
+        pred = ema(src.to(device), drv.to(device))["prediction"]
+        write_image_rows(out_dir / f"lfg_{step:07d}.png", [src, drv, pred])
+
+    return Task(
+        model=lfg,
+        objective=LFGObjective(lfg, cfg, _vgg(cfg.vgg_weights)),
+        dataset=dataset,
+        model_config={"dawn": config_to_dict(dawn), "networks": [COMPONENT],
+                      "audio_features": audio_kind},
+        collate_fn=default_collate,
+        preview=preview,
+    )
+
+
+def train_lfg(cfg: TrainConfig, *, resume: bool = False, hooks=()) -> TrainResult:
+    """Train (or resume) the LFG described by ``cfg``; see ``loop.train``."""
+    cfg = cfg.resolve()
+    return train(cfg, build_task(cfg), resume=resume, hooks=hooks)
+
+
+def export(run_dir: str | Path, model_dir: str | Path) -> Path:
+    """Write the run's EMA LFG as ``model_dir/flow_ae`` (our model-dir format)."""
+    ckpt = load_checkpoint(run_dir)
+    module, cfg = load_trained(run_dir, COMPONENT)
+    mc = ckpt["model_config"]
+    return export_component(
+        model_dir, COMPONENT, module, cfg, resolution=int(mc["dawn"]["resolution"]),
+        audio_features=mc["audio_features"], source=f"{run_dir} step {ckpt['step']} (EMA)",
+    )

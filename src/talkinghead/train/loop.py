@@ -1,0 +1,485 @@
+"""The training loop shared by the three stages (LFG, PBNet, A2V-FDM), nanoGPT style.
+
+A stage hands over a ``Task``: the network to train, the ``objective`` module whose forward turns a
+batch into ``(loss, metrics)`` (it holds the network plus frozen helpers such as the LFG), and a
+dataset. ``train`` then runs, top to bottom:
+
+1. devices: ``torch.distributed`` from the torchrun/accelerate environment (``WORLD_SIZE``,
+   ``RANK``, ``LOCAL_RANK``), gloo on CPU and nccl on CUDA; a single process otherwise;
+2. resume: ``RUN_DIR/checkpoint.pt`` = {model, ema, optimizer, step, config, model_config, rng};
+3. the loop: cosine LR, ``grad_accum`` micro-batches (DDP ``no_sync`` on all but the last), bf16
+   autocast on CUDA, grad clipping, a skipped update on non-finite gradients (as the official
+   stage-2 script), EMA update, JSONL log + tqdm on rank 0, preview callback, checkpoints.
+
+Exact resume: all randomness is a pure function of ``(seed, rank, micro-batch index)``: the data
+order (a seeded permutation per data-set pass, sharded over ranks), the per-item offsets of the
+datasets (seeded per epoch and item), the step's ``torch.Generator`` handed to the objective
+(noise, timesteps, augmentation) and the global RNG behind dropout (re-seeded every micro-batch).
+A resumed run therefore computes the same next loss as one that was never stopped; the checkpoint
+records the scheme under ``rng``. Ctrl-C / SIGTERM finish the current step, write a checkpoint and
+stop; checkpoints are written to a temp file and renamed, so a kill never leaves a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+SAMPLES_DIR = "samples"
+
+Objective = nn.Module  # forward(batch: dict, generator: torch.Generator) -> (loss, {name: Tensor})
+
+
+@dataclass
+class Task:
+    """What a stage gives the loop.
+
+    Attributes:
+        model: the network being trained (its state dict is what checkpoints and exports hold).
+        objective: module holding ``model`` (+ frozen helpers); ``forward(batch, generator)``
+            returns ``(loss: scalar Tensor, metrics: {name: scalar Tensor})``.
+        dataset: map-style dataset of dict items; batches are collated with ``collate_fn``.
+        model_config: JSON-able architecture (saved with every checkpoint).
+        preview: ``preview(ema_model, step, samples_dir)`` writes sample previews (rank 0).
+    """
+
+    model: nn.Module
+    objective: nn.Module
+    dataset: Dataset
+    model_config: dict[str, Any]
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    preview: Callable[[nn.Module, int, Path], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a call to ``train`` did (losses are this process's, one per optimiser step)."""
+
+    step: int  # optimiser steps done in total (including earlier runs)
+    losses: list[float] = field(default_factory=list)
+    interrupted: bool = False
+    run_dir: Path | None = None
+
+
+# ------------------------------------------------------------------------------------ distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group described by the launcher's environment (or run alone)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, world, local, dev)
+
+
+def _seed(*parts: int) -> int:
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2)
+    return (int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+class _EpochItems(Dataset):
+    """Indexes a layout dataset by ``(epoch, i)`` so per-epoch offsets also work in workers."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Endless batches of ``(epoch, index)``; batch ``k`` of this rank depends only on ``k``.
+
+    Each data-set pass is a permutation seeded by ``(seed, epoch)``, split into ``world_size``
+    equal shards; ``start`` skips the batches an earlier run already consumed.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int = 0,
+                 world_size: int = 1, start: int = 0) -> None:
+        self.per_rank = num_items // world_size
+        self.per_epoch = self.per_rank // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(
+                f"{num_items} items cannot fill one batch of {batch_size} on each of "
+                f"{world_size} processes; use more data, num_repeats or a smaller batch"
+            )
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
+        self.num_items, self.start = num_items, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        k, perm_epoch, shard = self.start, -1, []
+        while True:
+            epoch, j = divmod(k, self.per_epoch)
+            if epoch != perm_epoch:
+                gen = torch.Generator().manual_seed(_seed(self.seed, epoch, 0xDA7A))
+                perm = torch.randperm(self.num_items, generator=gen)
+                shard, perm_epoch = perm[self.rank :: self.world][: self.per_rank].tolist(), epoch
+            yield [(epoch, i) for i in shard[j * self.batch_size : (j + 1) * self.batch_size]]
+            k += 1
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+# ------------------------------------------------------------------------------- model utilities
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        else:
+            return model
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``lr_min`` at ``steps``."""
+    assert cfg.lr is not None
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    return torch.optim.Adam(params, **kwargs)
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: never a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by ``train`` (a run dir or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"no training checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    missing = {"model", "ema", "optimizer", "step", "config"} - set(ckpt)
+    if missing:
+        raise ValueError(f"{path} is not a talkinghead training checkpoint (lacks {sorted(missing)})")
+    return ckpt
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and stops.
+
+    A second Ctrl-C falls through to Python's default handler (KeyboardInterrupt right away).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train(
+    cfg: TrainConfig,
+    task: Task,
+    *,
+    resume: bool = False,
+    hooks: Sequence[Callable[[int, float], None]] = (),
+) -> TrainResult:
+    """Run (or continue) the optimisation described by ``cfg`` on ``task``.
+
+    Args:
+        cfg: a resolved ``TrainConfig``.
+        task: network, objective and data of the stage.
+        resume: continue from ``RUN_DIR/checkpoint.pt``; without it an existing checkpoint is an
+            error (so a typo never overwrites a run).
+        hooks: ``hook(step, loss)`` after every optimiser step (all ranks); raising
+            ``KeyboardInterrupt`` there stops the run like Ctrl-C.
+    Returns:
+        ``TrainResult`` with this run's per-step losses.
+    """
+    cfg = cfg.resolve()
+    info = setup_distributed(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a checkpoint; resume it or use a new run dir")
+    if info.is_main:
+        cfg.save(run_dir)
+
+    model, objective = task.model, task.objective.to(info.device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = build_optimizer(cfg, model)
+    step = 0
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, info.device)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        logger.info("resumed %s at step %d", run_dir, step)
+    if info.world_size > 1:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        objective = DistributedDataParallel(objective, device_ids=ids)
+
+    use_bf16 = cfg.precision == "bf16" and info.device.type == "cuda"
+    if cfg.precision == "bf16" and not use_bf16:
+        logger.warning("bf16 autocast runs on CUDA only; training in fp32 on %s", info.device)
+    sampler = ResumableBatchSampler(
+        len(task.dataset), cfg.batch_size, seed=cfg.seed, rank=info.rank,  # type: ignore[arg-type]
+        world_size=info.world_size, start=step * cfg.grad_accum,
+    )
+    loader = DataLoader(
+        _EpochItems(task.dataset), batch_sampler=sampler, collate_fn=task.collate_fn,
+        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda",
+    )
+    batches = iter(loader)
+
+    def payload(done: int) -> dict[str, Any]:
+        return {
+            "model": unwrap(model).state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "step": done, "config": cfg.to_dict(),
+            "model_config": task.model_config,
+            "rng": {"scheme": "per micro-batch: (seed, rank, index)", "seed": cfg.seed},
+        }
+
+    result = TrainResult(step=step, run_dir=run_dir)
+    log_file = run_dir / LOG_FILE
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (info.is_main and cfg.progress),
+               desc=f"train {cfg.stage}", unit="step")
+    devices = [info.device] if info.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _StopFlag() as stop:
+        try:
+            t_last = time.perf_counter()
+            while step < cfg.steps:
+                lr = lr_at(cfg, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                objective.train()
+                total = torch.zeros((), device=info.device)
+                metrics: dict[str, Tensor] = {}
+                for micro in range(cfg.grad_accum):
+                    index = step * cfg.grad_accum + micro
+                    torch.manual_seed(_seed(cfg.seed, info.rank, index, 0x61))  # dropout
+                    gen = torch.Generator(info.device).manual_seed(_seed(cfg.seed, info.rank, index))
+                    batch = _to_device(next(batches), info.device)
+                    sync = micro == cfg.grad_accum - 1 or info.world_size == 1
+                    ctx = contextlib.nullcontext() if sync else objective.no_sync()
+                    with ctx, torch.autocast(info.device.type, torch.bfloat16, enabled=use_bf16):
+                        loss, parts = objective(batch, gen)
+                        (loss / cfg.grad_accum).backward()
+                    total += loss.detach().float() / cfg.grad_accum
+                    for k, v in parts.items():
+                        metrics[k] = metrics.get(k, 0) + v.detach().float() / cfg.grad_accum
+                clip = cfg.grad_clip if cfg.grad_clip else float("inf")
+                norm = torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], clip
+                )
+                if torch.isfinite(norm):
+                    optimizer.step()
+                else:
+                    logger.warning("step %d: non-finite gradients, update skipped", step)
+                optimizer.zero_grad(set_to_none=True)
+                ema_update(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
+                step += 1
+                loss_value = float(total)
+                result.losses.append(loss_value)
+                result.step = step
+                bar.update(1)
+                if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
+                    now = time.perf_counter()
+                    line = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                            **{k: float(v) for k, v in metrics.items()},
+                            "sec_per_step": (now - t_last) / cfg.log_every}
+                    t_last = now
+                    with log_file.open("a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    bar.set_postfix(loss=f"{loss_value:.4g}")
+                if info.is_main and task.preview and cfg.sample_every and step % cfg.sample_every == 0:
+                    with torch.no_grad():
+                        task.preview(ema, step, run_dir / SAMPLES_DIR)
+                if info.is_main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+                    save_checkpoint(ckpt_path, payload(step))
+                for hook in hooks:
+                    hook(step, loss_value)
+                if stop.signum is not None:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            result.interrupted = True
+            if info.is_main:
+                save_checkpoint(ckpt_path, payload(step))
+                logger.info("stopped at step %d; checkpoint in %s", step, ckpt_path)
+            if stop.signum != signal.SIGTERM:
+                raise
+        finally:
+            bar.close()
+    if info.world_size > 1:
+        dist.barrier()
+    return result
+
+
+# ------------------------------------------------------------------------------ weights in and out
+
+
+def load_trained(path: str | Path, component: str, *, ema: bool = True) -> tuple[nn.Module, Any]:
+    """A network from a run dir / checkpoint (its EMA weights), a model dir or a component dir.
+
+    Args:
+        path: ``RUN_DIR`` (or its ``checkpoint.pt``), a model dir (``model.json``) or a component
+            dir (``config.json`` + ``model.safetensors``).
+        component: "flow_ae", "pose", "blink" or "unet" (the ``DawnConfig`` field / model-dir name).
+        ema: take the EMA weights of a checkpoint (else the raw ones).
+    Returns:
+        ``(module in eval mode on CPU, its config)``.
+    """
+    from .. import hub
+    from ..configs import DawnConfig, config_from_dict
+
+    path = Path(path)
+    if path.is_file() or (path / CHECKPOINT).is_file():
+        ckpt = load_checkpoint(path)
+        mc = ckpt.get("model_config", {})
+        if component not in mc.get("networks", ()):
+            raise ValueError(f"{path} trained {mc.get('networks')}, not {component!r}")
+        cfg = getattr(config_from_dict(DawnConfig, mc["dawn"]), component)
+        module = hub.build_and_load(cfg, ckpt["ema" if ema else "model"], what=f"{path} {component}")
+        return module, cfg
+    directory = path / component if (path / hub.MODEL_FILE).is_file() else path
+    module = hub.load_component(directory)
+    return module, module.cfg  # type: ignore[return-value]
+
+
+def export_component(
+    model_dir: str | Path, component: str, module: nn.Module, cfg: Any, *,
+    resolution: int, audio_features: str, source: str,
+) -> Path:
+    """Write one component into a model dir (``hub`` layout) and create/update its ``model.json``.
+
+    Components already there are kept, so the three stages can export into the same folder; a
+    ``model.json`` of another resolution or audio-feature kind is an error.
+    """
+    from .. import hub
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    info_path = model_dir / hub.MODEL_FILE
+    info = {"format": hub.FORMAT_NAME, "version": hub.FORMAT_VERSION, "resolution": resolution}
+    if info_path.is_file():
+        old = hub.read_model_json(model_dir)
+        if int(old["resolution"]) != resolution or old.get("audio_features", "hubert") != audio_features:
+            raise ValueError(
+                f"{model_dir} holds a {old['resolution']}-px {old.get('audio_features', 'hubert')} "
+                f"model; this one is {resolution}-px {audio_features}"
+            )
+        info = old
+    info["audio_features"] = audio_features
+    hub.save_component(module, cfg, model_dir / component, {"source_file": source})
+    hub.atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    return model_dir / component
+
+
+def write_image_rows(path: Path, rows: Sequence[Tensor]) -> Path:
+    """Save a grid PNG: each row ``(N, 3, H, W)`` in [0, 1], all rows the same shape."""
+    import cv2
+
+    grid = torch.cat([torch.cat(list(r.detach().float().cpu().clamp(0, 1)), dim=2) for r in rows], 1)
+    image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image[:, :, ::-1])
+    return path
