@@ -77,7 +77,6 @@ class TrainConfig:
     # PBNet (spec §5.2)
     net: str = "pose"  # which PBNet: "pose" (6-D) or "blink" (2-D)
     kl_weight: float = 0.004  # weight of the KL term
-    kl_zero_steps: int = 0  # KL weight is 0 for these first steps (official: 10,000)
     # A2V-FDM (spec §5.3)
     lfg: str | None = None  # trained LFG: an LFG run dir, a model dir or a flow_ae component dir
     curriculum: int = 1  # 1: fixed clips, reference = first frame; 2: random length + reference

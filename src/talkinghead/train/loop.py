@@ -438,7 +438,11 @@ def load_trained(path: str | Path, component: str, *, ema: bool = True) -> tuple
         if component not in mc.get("networks", ()):
             raise ValueError(f"{path} trained {mc.get('networks')}, not {component!r}")
         cfg = getattr(config_from_dict(DawnConfig, mc["dawn"]), component)
-        module = hub.build_and_load(cfg, ckpt["ema" if ema else "model"], what=f"{path} {component}")
+        state = ckpt["ema" if ema else "model"]
+        prefix = f"{component}."
+        if len(mc["networks"]) > 1:  # a container of several networks (A2V: unet + face_loc)
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        module = hub.build_and_load(cfg, state, what=f"{path} {component}")
         return module, cfg
     directory = path / component if (path / hub.MODEL_FILE).is_file() else path
     module = hub.load_component(directory)
