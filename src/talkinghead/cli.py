@@ -272,6 +272,69 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .train.config import TrainConfig
+
+    d = TrainConfig  # flag defaults come from the dataclass (None = the stage's official value)
+    p = sub.add_parser("train", help="train a stage: lfg | pbnet | a2v (single process or torchrun)")
+    p.add_argument("stage", choices=("lfg", "pbnet", "a2v"), help="which network to train")
+    p.add_argument("--data", help="training-set folder (talkinghead data synth / prepare)")
+    p.add_argument("--out", required=True, help="run dir: checkpoint.pt, log.jsonl, samples/")
+    p.add_argument("--preset", default=d.preset, help="architecture preset (tiny, dawn-128, ...)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="default: cuda:LOCAL_RANK if available")
+    p.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
+    p.add_argument("--num-repeats", type=int, default=d.num_repeats, help="clip repeats per pass")
+    p.add_argument("--clip-frames", type=int, default=d.clip_frames, help="frames per item")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--sample-every", type=int, default=d.sample_every, help="0 = no previews")
+    p.add_argument("--init-from", default=d.init_from, help="start from this run's EMA weights")
+    p.add_argument("--vgg-weights", default=d.vgg_weights,
+                   help="lfg: torchvision vgg19 state dict -> perceptual loss")
+    p.add_argument("--net", choices=("pose", "blink"), default=d.net, help="pbnet: which net")
+    p.add_argument("--lfg", default=d.lfg, help="a2v: trained LFG (run dir or model dir)")
+    p.add_argument("--curriculum", type=int, choices=(1, 2), default=d.curriculum,
+                   help="a2v: 1 = fixed clips, first frame as reference; 2 = random both")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--export", metavar="MODEL_DIR", default=None,
+                   help="write the EMA weights into this model dir afterwards (with --steps 0: only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, export_run, run_stage
+
+    try:
+        if args.steps > 0:
+            if args.data is None:
+                raise ValueError("--data is required to train")
+            cfg = TrainConfig(
+                stage=args.stage, data=args.data, run_dir=args.out, preset=args.preset,
+                steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                lr=args.lr, precision=args.precision, seed=args.seed, device=args.device,
+                num_workers=args.workers, num_repeats=args.num_repeats,
+                clip_frames=args.clip_frames, log_every=args.log_every,
+                ckpt_every=args.ckpt_every, sample_every=args.sample_every,
+                init_from=args.init_from, vgg_weights=args.vgg_weights, net=args.net,
+                lfg=args.lfg, curriculum=args.curriculum, progress=not args.no_progress,
+            )
+            result = run_stage(cfg, resume=args.resume)
+            logging.getLogger(__name__).info("%s: step %d in %s", args.stage, result.step, args.out)
+        if args.export:
+            for path in export_run(args.out, args.export):
+                logging.getLogger(__name__).info("wrote %s", path)
+    except (OSError, ValueError) as err:
+        raise CLIError(_first_line(err)) from err
+    return 0
+
+
 def _not_yet(name: str) -> int:
     raise CLIError(f"'{name}' is not available in this build.")
 
@@ -283,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data):
+    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data, _add_train):
         add(sub)
     return parser
 
