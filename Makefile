@@ -1,9 +1,10 @@
-# Two entry points for a newcomer (see README): `make demo` and `make test`.
+# Two entry points for a newcomer (see README): `make run` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+OUT ?= talk.mp4
 
-.PHONY: setup test lint demo
+.PHONY: setup test lint run
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,3 +19,9 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+
+# Portrait + speech -> $(OUT). Without WEIGHTS, the official weights are downloaded once into the cache.
+run: setup
+	@test -n "$(IMAGE)" -a -n "$(AUDIO)" || { echo "usage: make run IMAGE=face.jpg AUDIO=speech.wav [WEIGHTS=DIR] [OUT=talk.mp4]"; exit 2; }
+	@[ -n "$(WEIGHTS)" ] || $(BIN)/talkinghead download --resolution 128
+	$(BIN)/talkinghead generate --image "$(IMAGE)" --audio "$(AUDIO)" -o "$(OUT)" $(if $(WEIGHTS),--weights "$(WEIGHTS)")
