@@ -134,6 +134,13 @@ def test_bad_input_fails_cleanly(
     assert list(out.iterdir()) == []  # no output, no temp file
 
 
+def test_inputs_are_checked_before_the_weights(tmp_path, bad_inputs, portrait, capsys) -> None:
+    code = generate("--weights", tmp_path / "no-such-dir", "--image", portrait,
+                    "--audio", bad_inputs / "corrupt.wav", "-o", tmp_path / "out.mp4")
+    assert code == 2
+    assert_one_line_error(capsys.readouterr().err, "could not decode")
+
+
 def test_missing_weights_default_names_the_cache_and_command(
     tmp_path, monkeypatch, portrait, speech_wav, capsys
 ) -> None:

@@ -126,6 +126,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .configs import GenerateOptions
+    from .data.audio import load_audio
+    from .data.image import load_portrait
     from .outputs import save_motion, save_result
 
     output = Path(args.output)
@@ -139,15 +141,19 @@ def _run_generate(args: argparse.Namespace) -> int:
         paste_back=args.paste_back, decode_batch=args.decode_batch, faithful=args.faithful,
     )
     try:
+        # bad inputs are reported before the (slow) weights are loaded
+        load_portrait(args.image)
+        samples = load_audio(args.audio)
         pipeline = _load_pipeline(args, device, getattr(torch, args.dtype))
         result = pipeline(
-            image=args.image, audio=args.audio, options=options, pose=args.pose,
+            image=args.image, audio=samples, options=options, pose=args.pose,
             blink=args.blink, driving_video=args.driving_video, progress=not args.quiet,
         )
         count = save_result(result, output, audio_path=args.audio, frames_dir=args.save_frames)
         if args.save_motion:
             save_motion(result, output.with_suffix(""))
     except (OSError, ValueError, RuntimeError) as err:
+        logging.getLogger(__name__).debug("generate failed", exc_info=True)  # shown with -v
         raise CLIError(_first_line(err)) from err
     logging.getLogger(__name__).info(
         "wrote %s (%d frames, %.2f s, seed %d)", output, count, count / result.fps, result.seed
@@ -158,8 +164,12 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
     from .pipelines.talking_head import TalkingHeadPipeline
 
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # HuBERT's weight-loading bar
     if args.preset is not None:
-        return _random_pipeline(args.preset, device, args.face3d)
+        return _random_pipeline(args.preset, device, args.face3d, dtype)
     from .pipelines.weights import default_weights
 
     weights = args.weights or default_weights()
@@ -169,7 +179,7 @@ def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
     )
 
 
-def _random_pipeline(preset: str, device: str, face3d: str | None):
+def _random_pipeline(preset: str, device: str, face3d: str | None, dtype: object):
     from .configs import PRESETS
     from .data.face import FaceAnalyzer
     from .pipelines.talking_head import TalkingHeadPipeline
@@ -180,7 +190,7 @@ def _random_pipeline(preset: str, device: str, face3d: str | None):
     )
     cfg = PRESETS[preset]
     return TalkingHeadPipeline(
-        random_modules(cfg, device=device), audio_encoder=None, config=cfg,
+        random_modules(cfg, device=device, dtype=dtype), audio_encoder=None, config=cfg,
         face_analyzer=FaceAnalyzer(face3d, device=device), audio_features="logmel",
     )
 

@@ -250,7 +250,7 @@ class TalkingHeadPipeline:
         self,
         *,
         image: str | Path | np.ndarray,
-        audio: str | Path,
+        audio: str | Path | np.ndarray,
         options: GenerateOptions | None = None,
         pose: np.ndarray | str | Path | None = None,
         blink: np.ndarray | str | Path | None = None,
@@ -261,7 +261,8 @@ class TalkingHeadPipeline:
 
         Args:
             image: portrait path or (H, W, 3) uint8 RGB array.
-            audio: speech file (any format PyAV decodes, or a video's audio track).
+            audio: speech file (any format PyAV decodes, or a video's audio track), or its
+                (N,) float32 mono samples at 16 kHz (``data.audio.load_audio``).
             options: runtime knobs (``GenerateOptions``).
             pose, blink: absolute driver tracks (F, 6) / (F, 2) or ``.npy`` paths; replace PBNet's.
             driving_video: take pose and eyes from a video of another person (reenactment).
@@ -277,8 +278,11 @@ class TalkingHeadPipeline:
         options = replace(options, seed=seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
+        # the audio is checked first: decoding it is cheaper than the face analysis
+        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
+        if samples.ndim != 1:
+            raise ValueError(f"audio samples must be mono (N,), got shape {samples.shape}")
         portrait = self.prepare_portrait(image, options)
-        samples = load_audio(audio)
         num_frames = num_video_frames(len(samples), fps=options.fps)
         audio_feats = self.audio_condition(samples, num_frames)
         motion = self._motion(portrait, audio_feats, options, generator, pose, blink, driving_video)
