@@ -48,6 +48,7 @@ from .loop import (
     export_component,
     load_checkpoint,
     load_trained,
+    seeded,
     train,
     write_image_rows,
 )
@@ -74,8 +75,7 @@ def face_location_encoder(channels: int, seed: int) -> FaceLocationEncoder:
         enc = FaceLocationEncoder()
         enc.load_state_dict(load_file(str(face_loc_asset())))
         return enc
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the constructor draws from the global RNG
+    with seeded(seed):
         return FaceLocationEncoder(out_channels=channels)
 
 
@@ -211,7 +211,9 @@ def build_task(cfg: TrainConfig) -> Task:
     feat = lfg.compute_fea(torch.zeros(1, lfg_cfg.num_channels, dawn.resolution, dawn.resolution))
     unet_cfg = replace(dawn.unet, feature_channels=feat.shape[1])
     dawn = replace(dawn, flow_ae=lfg_cfg, unet=unet_cfg)
-    nets = A2VNetworks(UNet3D(unet_cfg), face_location_encoder(unet_cfg.face_loc_channels, 1234))
+    with seeded(cfg.seed):
+        unet = UNet3D(unet_cfg)
+    nets = A2VNetworks(unet, face_location_encoder(unet_cfg.face_loc_channels, 1234))
     if cfg.init_from:
         init = load_checkpoint(cfg.init_from)["ema"]
         nets.load_state_dict(init)

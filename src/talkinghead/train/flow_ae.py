@@ -27,6 +27,7 @@ from .loop import (
     export_component,
     load_checkpoint,
     load_trained,
+    seeded,
     train,
     write_image_rows,
 )
@@ -82,7 +83,8 @@ def _vgg(path: str | None) -> VGG19Features | None:
 def build_task(cfg: TrainConfig) -> Task:
     """LFG, objective and pair dataset of ``cfg`` (resolved)."""
     dawn, audio_kind = model_config_for_data(cfg.preset, cfg.data)
-    lfg = FlowAutoencoder(dawn.flow_ae)
+    with seeded(cfg.seed):
+        lfg = FlowAutoencoder(dawn.flow_ae)
     if cfg.init_from:
         init, _ = load_trained(cfg.init_from, COMPONENT)
         lfg.load_state_dict(init.state_dict())

@@ -117,6 +117,15 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world, local, dev)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block (network construction) on the global CPU RNG seeded with ``seed``, then put the
+    caller's RNG state back: module constructors draw their initial weights from it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(seed, 0x1417))
+        yield
+
+
 def _seed(*parts: int) -> int:
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2)
     return (int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1)

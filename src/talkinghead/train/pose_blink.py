@@ -25,7 +25,15 @@ from ..configs import config_to_dict
 from ..data.datasets import PBNetSequenceDataset
 from ..models.pose_blink_cvae import PoseBlinkCVAE, normalize_pose
 from .config import TrainConfig, model_config_for_data
-from .loop import Task, TrainResult, export_component, load_checkpoint, load_trained, train
+from .loop import (
+    Task,
+    TrainResult,
+    export_component,
+    load_checkpoint,
+    load_trained,
+    seeded,
+    train,
+)
 
 
 def motion_states(batch: dict[str, Tensor], net: str) -> Tensor:
@@ -67,7 +75,8 @@ class PBNetObjective(nn.Module):
 def build_task(cfg: TrainConfig) -> Task:
     """The pose or blink net, objective and window dataset of ``cfg`` (resolved)."""
     dawn, audio_kind = model_config_for_data(cfg.preset, cfg.data)
-    net = PoseBlinkCVAE(getattr(dawn, cfg.net))
+    with seeded(cfg.seed):
+        net = PoseBlinkCVAE(getattr(dawn, cfg.net))
     if cfg.init_from:
         init, _ = load_trained(cfg.init_from, cfg.net)
         net.load_state_dict(init.state_dict())

@@ -1,0 +1,181 @@
+"""The three trainers on tiny synthetic data: losses fall, checkpoints hold what they should, the
+curriculum varies clip lengths, exports load into the generation pipeline, the CLI runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead import hub
+from talkinghead.cli import main
+from talkinghead.configs import GenerateOptions
+from talkinghead.data.dataset_layout import ClipReader
+from talkinghead.pipelines.motion import Motion
+from talkinghead.pipelines.talking_head import TalkingHeadPipeline
+from talkinghead.pipelines.weights import resolve_weights
+from talkinghead.train import TrainConfig, export_run, run_stage
+from talkinghead.train.config import STAGE_DEFAULTS
+from talkinghead.train.diffusion import mouth_mask
+from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
+from talkinghead.train.losses import VGG19Features
+
+STEPS = 25
+
+
+def _cfg(stage: str, data: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = {"steps": STEPS, "batch_size": 2, "lr": 2e-3, "num_repeats": 4, "progress": False,
+            "log_every": 1, "ckpt_every": 10}
+    return TrainConfig(stage=stage, data=str(data), run_dir=str(run_dir), **{**base, **kw})
+
+
+def _falls(losses: list[float], factor: float) -> None:
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert len(losses) == STEPS
+    assert last < factor * first, (first, last)
+
+
+@pytest.fixture(scope="module")
+def lfg_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    run = tmp_path_factory.mktemp("lfg") / "run"
+    result = run_stage(_cfg("lfg", synth_data, run, batch_size=4, sample_every=STEPS))
+    return run, result.losses
+
+
+@pytest.fixture(scope="module")
+def pose_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    run = tmp_path_factory.mktemp("pose") / "run"
+    result = run_stage(_cfg("pbnet", synth_data, run, batch_size=4, clip_frames=32))
+    return run, result.losses
+
+
+@pytest.fixture(scope="module")
+def a2v_run(synth_data: Path, lfg_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    run = tmp_path_factory.mktemp("a2v") / "run"
+    cfg = _cfg("a2v", synth_data, run, lr=1e-3, clip_frames=8, lfg=str(lfg_run[0]),
+               sample_every=STEPS)
+    return run, run_stage(cfg).losses
+
+
+def test_lfg_loss_falls(lfg_run) -> None:
+    run, losses = lfg_run
+    _falls(losses, 0.6)
+    assert (run / "samples" / f"lfg_{STEPS:07d}.png").is_file()
+
+
+def test_pbnet_loss_falls(pose_run) -> None:
+    _falls(pose_run[1], 0.3)
+
+
+def test_a2v_loss_falls(a2v_run) -> None:
+    run, losses = a2v_run
+    _falls(losses, 0.95)
+    assert (run / "samples" / f"a2v_{STEPS:07d}.png").is_file()
+
+
+def test_checkpoint_contents(pose_run) -> None:
+    run, _ = pose_run
+    ckpt = load_checkpoint(run)
+    assert {"model", "ema", "optimizer", "step", "config", "model_config", "rng"} <= set(ckpt)
+    assert ckpt["step"] == STEPS
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    assert cfg == cfg.resolve() and cfg.optimizer == STAGE_DEFAULTS["pbnet"]["optimizer"]
+    assert TrainConfig.from_dict(json.loads((run / "train_config.json").read_text())) == cfg
+    assert ckpt["model_config"]["networks"] == ["pose"]
+    assert ckpt["model_config"]["dawn"]["pose"]["audio_dim"] == 80  # the data's log-mel width
+    assert ckpt["model"].keys() == ckpt["ema"].keys()
+    assert any(not torch.equal(ckpt["model"][k], ckpt["ema"][k]) for k in ckpt["model"])
+    lines = [json.loads(x) for x in (run / LOG_FILE).read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, STEPS + 1))
+    assert {"loss", "lr", "rc", "kl", "grad_norm"} <= set(lines[0])
+
+
+def test_existing_run_needs_resume(pose_run, synth_data: Path) -> None:
+    with pytest.raises(ValueError, match="resume"):
+        run_stage(_cfg("pbnet", synth_data, pose_run[0], clip_frames=32))
+
+
+def test_a2v_stage2_lengths(synth_data: Path, lfg_run, tmp_path: Path) -> None:
+    cfg = _cfg("a2v", synth_data, tmp_path / "s2", steps=6, curriculum=2, clip_frames=10,
+               min_frames=4, lfg=str(lfg_run[0]))
+    assert cfg.resolve().batch_size == 2  # explicit values win over the stage-2 defaults
+    run_stage(cfg)
+    lines = [json.loads(x) for x in (tmp_path / "s2" / LOG_FILE).read_text().splitlines()]
+    lengths = {int(x["frames"]) for x in lines}
+    assert lengths <= set(range(4, 11)) and len(lengths) > 1
+
+
+def test_config_defaults_and_errors(tmp_path: Path) -> None:
+    s1 = TrainConfig(stage="a2v", data="d", run_dir="r").resolve()
+    s2 = TrainConfig(stage="a2v", data="d", run_dir="r", curriculum=2).resolve()
+    assert (s1.batch_size, s1.clip_frames, s1.lr, s1.betas) == (20, 20, 2e-4, (0.9, 0.99))
+    assert (s2.batch_size, s2.clip_frames, s2.min_frames) == (40, 40, 30)
+    for bad in ({"stage": "vae"}, {"precision": "fp16"}, {"net": "eyes"}, {"curriculum": 3}):
+        with pytest.raises(ValueError):
+            TrainConfig(**{"stage": "lfg", "data": "d", "run_dir": "r", **bad})
+    with pytest.raises(ValueError, match="trained LFG"):
+        run_stage(TrainConfig(stage="a2v", data="d", run_dir=str(tmp_path)))
+
+
+def test_mouth_mask() -> None:
+    box = torch.tensor([[[8.0, 16.0, 15.0, 20.0]]])  # x0, y0, x1, y1 at 32 px
+    mask = mouth_mask(box, 32, 8)  # scale 1/4: columns 2..3, rows 4..4
+    assert mask.shape == (1, 1, 1, 8, 8)
+    expected = torch.zeros(8, 8)
+    expected[4, 2:4] = 1
+    torch.testing.assert_close(mask[0, 0, 0], expected)
+
+
+def test_vgg_loads_torchvision_layout() -> None:
+    ref = VGG19Features()
+    sd = {f"features.{k}": v.clone() for k, v in ref.features.state_dict().items()}
+    sd["classifier.0.weight"] = torch.zeros(2, 2)
+    sd["features.34.weight"] = torch.zeros(512, 512, 3, 3)  # past relu5_1: ignored
+    vgg = VGG19Features.from_torchvision_state_dict(sd)
+    feats = vgg(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512]
+    del sd["features.0.weight"]
+    with pytest.raises(ValueError, match="vgg19"):
+        VGG19Features.from_torchvision_state_dict(sd)
+
+
+def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_path: Path) -> None:
+    blink = tmp_path / "blink"
+    run_stage(_cfg("pbnet", synth_data, blink, steps=2, net="blink", clip_frames=16))
+    model_dir = tmp_path / "model"
+    for run in (lfg_run[0], pose_run[0], blink, a2v_run[0]):
+        export_run(run, model_dir)
+    assert resolve_weights(model_dir).audio_features == "logmel"
+    modules = hub.load_model_dir(model_dir)
+    ema = load_checkpoint(a2v_run[0])["ema"]
+    torch.testing.assert_close(modules.unet.state_dict()["init_conv.weight"],
+                               ema["unet.init_conv.weight"])
+    pipe = TalkingHeadPipeline(modules, audio_encoder=None, face_analyzer=None,  # type: ignore[arg-type]
+                               audio_features="logmel")
+    pipe._progress = False
+    clip = ClipReader(synth_data / "clips" / "000000")
+    f = 6
+    src = torch.from_numpy(np.array(clip.frames[0])).permute(2, 0, 1)[None].float() / 255
+    audio = pipe.audio_condition(clip.audio()[: f * 640], f)
+    zeros = np.zeros((f, 6), np.float32)
+    motion = Motion(zeros, zeros[:, :2], zeros, zeros[:, :2])
+    latents = pipe.sample_latents(src, modules.flow_ae.compute_fea(src), np.array(clip.array("bbox")[0]),
+                                  audio, motion, GenerateOptions(num_steps=2),
+                                  torch.Generator().manual_seed(0))
+    frames = np.concatenate(list(pipe.decode(src, latents, batch_size=4)))
+    assert latents.shape == (1, 3, f, 8, 8) and frames.shape == (f, 32, 32, 3)
+
+
+def test_cli_train_and_export(synth_data: Path, tmp_path: Path) -> None:
+    run, model = tmp_path / "run", tmp_path / "model"
+    args = ["train", "pbnet", "--data", str(synth_data), "--out", str(run), "--steps", "2",
+            "--batch-size", "2", "--clip-frames", "16", "--num-repeats", "2", "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 2  # the run exists and --resume was not given
+    assert main([*args[:6], "--steps", "3", "--batch-size", "2", "--clip-frames", "16",
+                 "--num-repeats", "2", "--resume", "--export", str(model), "--no-progress"]) == 0
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 3
+    assert (model / "pose" / "model.safetensors").is_file()
