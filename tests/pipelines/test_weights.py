@@ -1,5 +1,5 @@
-"""Finding weights: official Hugging Face layout converted on first use and cached, converted
-model folders picked by resolution, clear errors for what is missing."""
+"""Finding weights: official Hugging Face layout converted on first use, cached, and generating;
+converted model folders picked by resolution; clear errors for what is missing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import torch
+from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from talkinghead import hub
+from talkinghead.configs import GenerateOptions
+from talkinghead.data.audio import load_audio
+from talkinghead.pipelines.talking_head import TalkingHeadPipeline
 from talkinghead.pipelines.weights import resolve_weights
 
 OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "convert" / "test_dawn_official.py"
@@ -29,8 +35,22 @@ def official_layout_builder() -> ModuleType:
 def official_dir(tmp_path_factory, golden_dir: Path, tiny_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("hf") / "DAWN"
     official_layout_builder().write_hf_layout(root)
-    # HuBERT and the face assets beside the official files, as `talkinghead download` lays them out
-    (root / hub.HUBERT_DIRNAME).symlink_to(tiny_model_dir / hub.HUBERT_DIRNAME)
+    # HuBERT (1024 wide like hubert-large, one small layer) and the face assets beside the official
+    # files, as `talkinghead download` lays them out
+    config = HubertConfig(
+        hidden_size=1024, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16,
+        do_stable_layer_norm=True, feat_extract_norm="layer",
+    )  # fmt: skip
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        HubertModel(config).save_pretrained(root / hub.HUBERT_DIRNAME)
+    finally:
+        torch.random.set_rng_state(state)
+    Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=16000).save_pretrained(
+        root / hub.HUBERT_DIRNAME
+    )
     (root / "face3d").symlink_to(tiny_model_dir / "face3d")
     return root
 
@@ -52,6 +72,19 @@ def test_official_layout_is_converted_once_into_the_cache(
     again = resolve_weights(official_dir, resolution=128)
     assert again == found
     assert (again.model_dir / "unet" / hub.WEIGHTS_FILE).stat().st_mtime_ns == stamp  # reused
+
+
+def test_official_layout_generates(
+    official_dir: Path, tmp_path: Path, monkeypatch, portrait: Path, speech_wav: Path
+) -> None:
+    monkeypatch.setenv("TALKINGHEAD_HOME", str(tmp_path / "home"))
+    pipeline = TalkingHeadPipeline.from_pretrained(official_dir, resolution=128)
+    audio = load_audio(speech_wav)[: 16000 * 2 // 5]  # 0.4 s: 10 frames of the 128-pixel model
+    result = pipeline(image=portrait, audio=audio, progress=False,
+                      options=GenerateOptions(num_steps=1, seed=0, decode_batch=5))
+    assert result.frames is not None
+    frames = np.concatenate(list(result.frames))
+    assert frames.shape == (10, 128, 128, 3) and frames.dtype == np.uint8
 
 
 def test_converted_folder_is_picked_by_resolution(tiny_model_dir: Path, tmp_path: Path) -> None:
