@@ -15,8 +15,16 @@ from talkinghead.data.synth import write_synth_dataset
 def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 clips of 2 s (50 frames) at 32 px, all in the train split."""
     root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, num_clips=3, seconds=2.0, resolution=32, seed=0, video=False,
-                        progress=False, test_fraction=0.0)
+    write_synth_dataset(
+        root,
+        num_clips=3,
+        seconds=2.0,
+        resolution=32,
+        seed=0,
+        video=False,
+        progress=False,
+        test_fraction=0.0,
+    )
     return root
 
 

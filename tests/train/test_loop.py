@@ -17,8 +17,15 @@ from talkinghead.train.pose_blink import build_task
 
 
 def _cfg(stage: str, data: Path, run_dir: Path, **kw) -> TrainConfig:
-    base = {"steps": 6, "batch_size": 2, "lr": 1e-3, "num_repeats": 4, "progress": False,
-            "log_every": 1, "ckpt_every": 100}
+    base = {
+        "steps": 6,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "num_repeats": 4,
+        "progress": False,
+        "log_every": 1,
+        "ckpt_every": 100,
+    }
     return TrainConfig(stage=stage, data=str(data), run_dir=str(run_dir), **{**base, **kw})
 
 
@@ -39,8 +46,13 @@ def test_resume_gives_the_uninterrupted_losses(
         lfg = tmp_path / "lfg"
         run_stage(_cfg("lfg", synth_data, lfg, steps=1))
         # stage 2: random lengths, random references, noise, timesteps and condition dropout
-        extra = {"curriculum": 2, "clip_frames": 8, "min_frames": 4, "lfg": str(lfg),
-                 "null_cond_prob": 0.5}
+        extra = {
+            "curriculum": 2,
+            "clip_frames": 8,
+            "min_frames": 4,
+            "lfg": str(lfg),
+            "null_cond_prob": 0.5,
+        }
     full = run_stage(_cfg(stage, synth_data, tmp_path / "full", **extra)).losses
     cut = _cfg(stage, synth_data, tmp_path / "cut", **extra)
     with pytest.raises(KeyboardInterrupt):
@@ -48,8 +60,9 @@ def test_resume_gives_the_uninterrupted_losses(
     assert load_checkpoint(tmp_path / "cut")["step"] == 3
     rest = run_stage(cut, resume=True)
     assert rest.step == 6 and len(rest.losses) == 3
-    torch.testing.assert_close(torch.tensor(rest.losses), torch.tensor(full[3:]),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(rest.losses), torch.tensor(full[3:]), rtol=1e-6, atol=1e-6
+    )
     assert len(set(full)) == len(full)  # the losses do change from step to step
 
 
@@ -67,8 +80,9 @@ def test_sampler_batches_depend_only_on_their_index() -> None:
 
 
 def test_lr_schedule() -> None:
-    cfg = TrainConfig(stage="lfg", data="d", run_dir="r", steps=10, lr=1.0, lr_min=0.0,
-                      warmup_steps=2)
+    cfg = TrainConfig(
+        stage="lfg", data="d", run_dir="r", steps=10, lr=1.0, lr_min=0.0, warmup_steps=2
+    )
     assert [lr_at(cfg, s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
     assert lr_at(cfg, 10) == pytest.approx(0.0) and lr_at(cfg, 6) == pytest.approx(0.5)
 
@@ -80,11 +94,17 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
-    cfg = _cfg("pbnet", Path(data), Path(out) / "run", steps=2, clip_frames=16,
-               device="cpu").resolve()
+    cfg = _cfg(
+        "pbnet", Path(data), Path(out) / "run", steps=2, clip_frames=16, device="cpu"
+    ).resolve()
     task = build_task(cfg)
     initial = {k: v.clone() for k, v in task.model.state_dict().items()}
     train(cfg, task)

@@ -27,8 +27,15 @@ STEPS = 25
 
 
 def _cfg(stage: str, data: Path, run_dir: Path, **kw) -> TrainConfig:
-    base = {"steps": STEPS, "batch_size": 2, "lr": 2e-3, "num_repeats": 4, "progress": False,
-            "log_every": 1, "ckpt_every": 10}
+    base = {
+        "steps": STEPS,
+        "batch_size": 2,
+        "lr": 2e-3,
+        "num_repeats": 4,
+        "progress": False,
+        "log_every": 1,
+        "ckpt_every": 10,
+    }
     return TrainConfig(stage=stage, data=str(data), run_dir=str(run_dir), **{**base, **kw})
 
 
@@ -53,10 +60,13 @@ def pose_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 @pytest.fixture(scope="module")
-def a2v_run(synth_data: Path, lfg_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+def a2v_run(
+    synth_data: Path, lfg_run, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list]:
     run = tmp_path_factory.mktemp("a2v") / "run"
-    cfg = _cfg("a2v", synth_data, run, lr=1e-3, clip_frames=8, lfg=str(lfg_run[0]),
-               sample_every=STEPS)
+    cfg = _cfg(
+        "a2v", synth_data, run, lr=1e-3, clip_frames=8, lfg=str(lfg_run[0]), sample_every=STEPS
+    )
     return run, run_stage(cfg).losses
 
 
@@ -99,8 +109,16 @@ def test_existing_run_needs_resume(pose_run, synth_data: Path) -> None:
 
 
 def test_a2v_stage2_lengths(synth_data: Path, lfg_run, tmp_path: Path) -> None:
-    cfg = _cfg("a2v", synth_data, tmp_path / "s2", steps=6, curriculum=2, clip_frames=10,
-               min_frames=4, lfg=str(lfg_run[0]))
+    cfg = _cfg(
+        "a2v",
+        synth_data,
+        tmp_path / "s2",
+        steps=6,
+        curriculum=2,
+        clip_frames=10,
+        min_frames=4,
+        lfg=str(lfg_run[0]),
+    )
     assert cfg.resolve().batch_size == 2  # explicit values win over the stage-2 defaults
     run_stage(cfg)
     lines = [json.loads(x) for x in (tmp_path / "s2" / LOG_FILE).read_text().splitlines()]
@@ -151,10 +169,15 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     assert resolve_weights(model_dir).audio_features == "logmel"
     modules = hub.load_model_dir(model_dir)
     ema = load_checkpoint(a2v_run[0])["ema"]
-    torch.testing.assert_close(modules.unet.state_dict()["init_conv.weight"],
-                               ema["unet.init_conv.weight"])
-    pipe = TalkingHeadPipeline(modules, audio_encoder=None, face_analyzer=None,  # type: ignore[arg-type]
-                               audio_features="logmel")
+    torch.testing.assert_close(
+        modules.unet.state_dict()["init_conv.weight"], ema["unet.init_conv.weight"]
+    )
+    pipe = TalkingHeadPipeline(
+        modules,
+        audio_encoder=None,
+        face_analyzer=None,  # type: ignore[arg-type]
+        audio_features="logmel",
+    )
     pipe._progress = False
     clip = ClipReader(synth_data / "clips" / "000000")
     f = 6
@@ -162,20 +185,59 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     audio = pipe.audio_condition(clip.audio()[: f * 640], f)
     zeros = np.zeros((f, 6), np.float32)
     motion = Motion(zeros, zeros[:, :2], zeros, zeros[:, :2])
-    latents = pipe.sample_latents(src, modules.flow_ae.compute_fea(src), np.array(clip.array("bbox")[0]),
-                                  audio, motion, GenerateOptions(num_steps=2),
-                                  torch.Generator().manual_seed(0))
+    latents = pipe.sample_latents(
+        src,
+        modules.flow_ae.compute_fea(src),
+        np.array(clip.array("bbox")[0]),
+        audio,
+        motion,
+        GenerateOptions(num_steps=2),
+        torch.Generator().manual_seed(0),
+    )
     frames = np.concatenate(list(pipe.decode(src, latents, batch_size=4)))
     assert latents.shape == (1, 3, f, 8, 8) and frames.shape == (f, 32, 32, 3)
 
 
 def test_cli_train_and_export(synth_data: Path, tmp_path: Path) -> None:
     run, model = tmp_path / "run", tmp_path / "model"
-    args = ["train", "pbnet", "--data", str(synth_data), "--out", str(run), "--steps", "2",
-            "--batch-size", "2", "--clip-frames", "16", "--num-repeats", "2", "--no-progress"]
+    args = [
+        "train",
+        "pbnet",
+        "--data",
+        str(synth_data),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--clip-frames",
+        "16",
+        "--num-repeats",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert main(args) == 2  # the run exists and --resume was not given
-    assert main([*args[:6], "--steps", "3", "--batch-size", "2", "--clip-frames", "16",
-                 "--num-repeats", "2", "--resume", "--export", str(model), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *args[:6],
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--clip-frames",
+                "16",
+                "--num-repeats",
+                "2",
+                "--resume",
+                "--export",
+                str(model),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(run / CHECKPOINT)["step"] == 3
     assert (model / "pose" / "model.safetensors").is_file()

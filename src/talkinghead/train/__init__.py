@@ -2,7 +2,8 @@
 
 ``TrainConfig`` (``config.py``) describes a run; ``loop.train`` is the shared loop (DDP, EMA,
 gradient accumulation, bf16, exact resume, logs, previews); ``flow_ae``, ``pose_blink`` and
-``diffusion`` each build their stage's ``Task`` and provide ``train_*`` and ``export``.
+``diffusion`` each build their stage's ``Task`` and provide ``train_*`` and ``export``;
+``export.py`` loads trained networks back and writes them into a model dir.
 ``run_stage`` and ``export_run`` dispatch on the stage name (the CLI uses them).
 """
 

@@ -28,12 +28,30 @@ CONFIG_FILE = "train_config.json"
 
 # stage -> official values of the fields that default to None
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lfg": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 20,
-            "grad_clip": 0.0, "clip_frames": 2},
-    "pbnet": {"optimizer": "adamw", "lr": 4e-4, "betas": (0.9, 0.999), "batch_size": 40,
-              "grad_clip": 2.0, "clip_frames": 200},
-    "a2v": {"optimizer": "adam", "lr": 2e-4, "betas": (0.9, 0.99), "batch_size": 20,
-            "grad_clip": 2.0, "clip_frames": 20},
+    "lfg": {
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "betas": (0.5, 0.999),
+        "batch_size": 20,
+        "grad_clip": 0.0,
+        "clip_frames": 2,
+    },
+    "pbnet": {
+        "optimizer": "adamw",
+        "lr": 4e-4,
+        "betas": (0.9, 0.999),
+        "batch_size": 40,
+        "grad_clip": 2.0,
+        "clip_frames": 200,
+    },
+    "a2v": {
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "betas": (0.9, 0.99),
+        "batch_size": 20,
+        "grad_clip": 2.0,
+        "clip_frames": 20,
+    },
 }
 A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrides (spec §5.3)
 
@@ -111,7 +129,11 @@ class TrainConfig:
             defaults.update(A2V_STAGE2)
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **filled)
-        if out.stage == "a2v" and out.curriculum == 2 and not 1 <= out.min_frames <= out.clip_frames:
+        if (
+            out.stage == "a2v"
+            and out.curriculum == 2
+            and not 1 <= out.min_frames <= out.clip_frames
+        ):
             raise ValueError(
                 f"min_frames={out.min_frames} must be in [1, clip_frames={out.clip_frames}]"
             )

@@ -42,16 +42,8 @@ from ..models.face_location import FaceLocationEncoder, bbox_mask
 from ..models.flow_autoencoder import FlowAutoencoder
 from ..models.unet3d import UNet3D
 from .config import TrainConfig, model_config_for_data
-from .loop import (
-    Task,
-    TrainResult,
-    export_component,
-    load_checkpoint,
-    load_trained,
-    seeded,
-    train,
-    write_image_rows,
-)
+from .export import export_component, load_trained, write_image_rows
+from .loop import Task, TrainResult, load_checkpoint, seeded, train
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +90,9 @@ class A2VObjective(nn.Module):
     ``source_eye (B, 2)``, ``bbox (B, 6)``, ``mouth_box (B, F, 4)``.
     """
 
-    def __init__(self, nets: A2VNetworks, lfg: FlowAutoencoder, cfg: TrainConfig,
-                 diffusion: DiffusionConfig) -> None:
+    def __init__(
+        self, nets: A2VNetworks, lfg: FlowAutoencoder, cfg: TrainConfig, diffusion: DiffusionConfig
+    ) -> None:
         super().__init__()
         self.nets = nets
         self.lfg = lfg.requires_grad_(False).eval()
@@ -119,8 +112,9 @@ class A2VObjective(nn.Module):
         b, f = frames.shape[0], frames.shape[2]
         flat = rearrange(frames, "b c f h w -> (b f) c h w")
         src = source.repeat_interleave(f, dim=0)
-        src_params = {k: v.repeat_interleave(f, dim=0)
-                      for k, v in self.lfg.region_predictor(source).items()}
+        src_params = {
+            k: v.repeat_interleave(f, dim=0) for k, v in self.lfg.region_predictor(source).items()
+        }
         motion = self.lfg.generator.pixelwise_flow_predictor(
             src, self.lfg.region_predictor(flat), src_params, self.lfg.bg_predictor(src, flat)
         )
@@ -136,16 +130,27 @@ class A2VObjective(nn.Module):
         with torch.no_grad():
             fea = self.lfg.compute_fea(source)
             loc = face_loc(bbox_mask(batch["bbox"], source.shape[-1]))
-        cond = torch.cat([batch["audio"], batch["pose"] - batch["source_pose"][:, None],
-                          batch["eye"] - batch["source_eye"][:, None]], dim=-1)
+        cond = torch.cat(
+            [
+                batch["audio"],
+                batch["pose"] - batch["source_pose"][:, None],
+                batch["eye"] - batch["source_eye"][:, None],
+            ],
+            dim=-1,
+        )
         return torch.cat([fea, loc], dim=1), cond
 
     def crop(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """Stage 2: the first L frames, L ~ U{min_frames, ..., clip_frames} per batch."""
         if self.cfg.curriculum == 1:
             return batch
-        n = torch.randint(self.cfg.min_frames, self.cfg.clip_frames + 1, (1,),
-                          generator=generator, device=generator.device)
+        n = torch.randint(
+            self.cfg.min_frames,
+            self.cfg.clip_frames + 1,
+            (1,),
+            generator=generator,
+            device=generator.device,
+        )
         n = int(n)
         out = dict(batch)
         out["frames"] = batch["frames"][:, :, :n]
@@ -157,14 +162,15 @@ class A2VObjective(nn.Module):
         batch = self.crop(batch, generator)
         x0 = self.ground_truth(batch["source"], batch["frames"])
         source, cond = self.source_and_cond(batch)
-        b, _, f, h, w = x0.shape
+        b, _, f, h, _ = x0.shape
         dev = x0.device
         t = sample_timesteps(b, self.diffusion.num_train_timesteps, generator=generator, device=dev)
         noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
         x_t = q_sample(x0, t, self.alphas_cumprod, noise)
         drop = torch.rand((b, 1), generator=generator, device=dev) < self.cfg.null_cond_prob
-        eps = self.nets.unet(x_t, t, cond, source=source, null_cond_mask=drop.expand(b, f),
-                             window=f)  # training attends over the whole clip (no window mask)
+        eps = self.nets.unet(
+            x_t, t, cond, source=source, null_cond_mask=drop.expand(b, f), window=f
+        )  # training attends over the whole clip (no window mask)
         err = (eps.float() - noise).pow(2)  # -> (B, 3, F, h, w)
         x0_hat = predict_x0(x_t, t, self.alphas_cumprod, eps.float())
         x0_hat = dynamic_threshold(x0_hat, self.diffusion.threshold_quantile)[0]
@@ -175,8 +181,12 @@ class A2VObjective(nn.Module):
         mouth = (err * mask).sum() / mask.sum().clamp_min(1)
         eps_loss = err.mean()
         loss = eps_loss + self.cfg.flow_loss_weight * flow_loss + self.cfg.mouth_loss_weight * mouth
-        return loss, {"eps": eps_loss.detach(), "flow": flow_loss.detach(),
-                      "mouth": mouth.detach(), "frames": torch.tensor(float(f))}
+        return loss, {
+            "eps": eps_loss.detach(),
+            "flow": flow_loss.detach(),
+            "mouth": mouth.detach(),
+            "frames": torch.tensor(float(f)),
+        }
 
 
 def _preview(objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig):
@@ -189,9 +199,12 @@ def _preview(objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig
         emb = ema.unet.precompute_source(source)
         latents = ddim_sample(
             lambda x, t: ema.unet(x, t, cond, source_emb=emb, window=f),
-            (1, 3, f, *source.shape[-2:]), ddim_timesteps(cfg.sample_steps),
-            objective.alphas_cumprod, generator=torch.Generator(dev).manual_seed(cfg.seed),
-            threshold_quantile=objective.diffusion.threshold_quantile, device=dev,
+            (1, 3, f, *source.shape[-2:]),
+            ddim_timesteps(cfg.sample_steps),
+            objective.alphas_cumprod,
+            generator=torch.Generator(dev).manual_seed(cfg.seed),
+            threshold_quantile=objective.diffusion.threshold_quantile,
+            device=dev,
         )
         flow = rearrange(latents[0, :2], "c f h w -> f h w c")
         occ = rearrange((latents[0, 2:] + 1) / 2, "c f h w -> f c h w")
@@ -218,8 +231,11 @@ def build_task(cfg: TrainConfig) -> Task:
         init = load_checkpoint(cfg.init_from)["ema"]
         nets.load_state_dict(init)
     dataset = A2VClipDataset(
-        cfg.data, "train", num_frames=cfg.clip_frames,
-        reference="first" if cfg.curriculum == 1 else "random", seed=cfg.seed,
+        cfg.data,
+        "train",
+        num_frames=cfg.clip_frames,
+        reference="first" if cfg.curriculum == 1 else "random",
+        seed=cfg.seed,
         num_repeats=cfg.num_repeats,
     )
     objective = A2VObjective(nets, lfg, cfg, dawn.diffusion)
@@ -228,8 +244,12 @@ def build_task(cfg: TrainConfig) -> Task:
         model=nets,
         objective=objective,
         dataset=dataset,
-        model_config={"dawn": config_to_dict(dawn), "networks": ["unet", "face_loc"],
-                      "audio_features": audio_kind, "lfg": str(cfg.lfg)},
+        model_config={
+            "dawn": config_to_dict(dawn),
+            "networks": ["unet", "face_loc"],
+            "audio_features": audio_kind,
+            "lfg": str(cfg.lfg),
+        },
         collate_fn=default_collate,
         preview=_preview(objective, fixed, cfg),
     )
@@ -246,7 +266,9 @@ def export(run_dir: str | Path, model_dir: str | Path) -> list[Path]:
     ckpt = load_checkpoint(run_dir)
     mc = ckpt["model_config"]
     unet, unet_cfg = load_trained(run_dir, "unet")
-    sd = {k.removeprefix("face_loc."): v for k, v in ckpt["ema"].items() if k.startswith("face_loc.")}
+    sd = {
+        k.removeprefix("face_loc."): v for k, v in ckpt["ema"].items() if k.startswith("face_loc.")
+    }
     face_loc = FaceLocationEncoder(out_channels=unet_cfg.face_loc_channels)
     face_loc.load_state_dict(sd)
     lfg, lfg_cfg = load_trained(mc["lfg"], "flow_ae")
@@ -254,8 +276,13 @@ def export(run_dir: str | Path, model_dir: str | Path) -> list[Path]:
     source = f"{run_dir} step {ckpt['step']} (EMA)"
     return [
         export_component(model_dir, "unet", unet, unet_cfg, source=source, **common),
-        export_component(model_dir, "face_loc", face_loc,
-                         FaceLocConfig(out_channels=unet_cfg.face_loc_channels), source=source,
-                         **common),
+        export_component(
+            model_dir,
+            "face_loc",
+            face_loc,
+            FaceLocConfig(out_channels=unet_cfg.face_loc_channels),
+            source=source,
+            **common,
+        ),
         export_component(model_dir, "flow_ae", lfg, lfg_cfg, source=str(mc["lfg"]), **common),
     ]

@@ -21,16 +21,8 @@ from ..configs import config_to_dict
 from ..data.datasets import LFGPairDataset
 from ..models.flow_autoencoder import FlowAutoencoder
 from .config import TrainConfig, model_config_for_data
-from .loop import (
-    Task,
-    TrainResult,
-    export_component,
-    load_checkpoint,
-    load_trained,
-    seeded,
-    train,
-    write_image_rows,
-)
+from .export import export_component, load_trained, write_image_rows
+from .loop import Task, TrainResult, load_checkpoint, seeded, train
 from .losses import ImagePyramid, RandomAffine, VGG19Features, equivariance_losses, pyramid_loss
 
 logger = logging.getLogger(__name__)
@@ -56,18 +48,21 @@ class LFGObjective(nn.Module):
         source, driving = augment_pair(batch["source"], batch["driving"], generator)
         out = self.lfg(source, driving)
         rec = self.rec_weight * pyramid_loss(out["prediction"], driving, self.pyramid, self.vgg)
-        transform = RandomAffine(source.shape[0], self.sigma, generator=generator,
-                                 device=driving.device)
+        transform = RandomAffine(
+            source.shape[0], self.sigma, generator=generator, device=driving.device
+        )
         transformed = self.lfg.region_predictor(transform.transform_frame(driving))
         shift, affine = equivariance_losses(out["driving_region_params"], transformed, transform)
         loss = rec + self.eq_weight * (shift + affine)
         return loss, {"rec": rec.detach(), "eq_shift": shift.detach(), "eq_affine": affine.detach()}
 
 
-def augment_pair(source: Tensor, driving: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def augment_pair(
+    source: Tensor, driving: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Random horizontal flip (both frames alike) and time swap per item; (B, 3, H, W) each."""
     b = source.shape[0]
-    flip, swap = (torch.rand((2, b, 1, 1, 1), generator=generator, device=source.device) < 0.5)
+    flip, swap = torch.rand((2, b, 1, 1, 1), generator=generator, device=source.device) < 0.5
     source, driving = (torch.where(flip, x.flip(-1), x) for x in (source, driving))
     return torch.where(swap, driving, source), torch.where(swap, source, driving)
 
@@ -88,8 +83,9 @@ def build_task(cfg: TrainConfig) -> Task:
     if cfg.init_from:
         init, _ = load_trained(cfg.init_from, COMPONENT)
         lfg.load_state_dict(init.state_dict())
-    dataset = LFGPairDataset(cfg.data, "train", max_gap=cfg.max_gap, seed=cfg.seed,
-                             num_repeats=cfg.num_repeats)
+    dataset = LFGPairDataset(
+        cfg.data, "train", max_gap=cfg.max_gap, seed=cfg.seed, num_repeats=cfg.num_repeats
+    )
     fixed = default_collate([dataset[i] for i in range(min(4, len(dataset)))])
 
     def preview(ema: nn.Module, step: int, out_dir: Path) -> None:
@@ -103,8 +99,11 @@ def build_task(cfg: TrainConfig) -> Task:
         model=lfg,
         objective=LFGObjective(lfg, cfg, _vgg(cfg.vgg_weights)),
         dataset=dataset,
-        model_config={"dawn": config_to_dict(dawn), "networks": [COMPONENT],
-                      "audio_features": audio_kind},
+        model_config={
+            "dawn": config_to_dict(dawn),
+            "networks": [COMPONENT],
+            "audio_features": audio_kind,
+        },
         collate_fn=default_collate,
         preview=preview,
     )
@@ -122,6 +121,11 @@ def export(run_dir: str | Path, model_dir: str | Path) -> Path:
     module, cfg = load_trained(run_dir, COMPONENT)
     mc = ckpt["model_config"]
     return export_component(
-        model_dir, COMPONENT, module, cfg, resolution=int(mc["dawn"]["resolution"]),
-        audio_features=mc["audio_features"], source=f"{run_dir} step {ckpt['step']} (EMA)",
+        model_dir,
+        COMPONENT,
+        module,
+        cfg,
+        resolution=int(mc["dawn"]["resolution"]),
+        audio_features=mc["audio_features"],
+        source=f"{run_dir} step {ckpt['step']} (EMA)",
     )

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import torch
@@ -157,8 +157,16 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
     equal shards; ``start`` skips the batches an earlier run already consumed.
     """
 
-    def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int = 0,
-                 world_size: int = 1, start: int = 0) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+    ) -> None:
         self.per_rank = num_items // world_size
         self.per_epoch = self.per_rank // batch_size
         if self.per_epoch < 1:
@@ -252,10 +260,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     missing = {"model", "ema", "optimizer", "step", "config"} - set(ckpt)
     if missing:
-        raise ValueError(f"{path} is not a talkinghead training checkpoint (lacks {sorted(missing)})")
+        raise ValueError(
+            f"{path} is not a talkinghead training checkpoint (lacks {sorted(missing)})"
+        )
     return ckpt
 
 
+@final
 class _StopFlag:
     """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and stops.
 
@@ -331,27 +342,42 @@ def train(
     if cfg.precision == "bf16" and not use_bf16:
         logger.warning("bf16 autocast runs on CUDA only; training in fp32 on %s", info.device)
     sampler = ResumableBatchSampler(
-        len(task.dataset), cfg.batch_size, seed=cfg.seed, rank=info.rank,  # type: ignore[arg-type]
-        world_size=info.world_size, start=step * cfg.grad_accum,
+        len(task.dataset),
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=info.rank,  # type: ignore[arg-type]
+        world_size=info.world_size,
+        start=step * cfg.grad_accum,
     )
     loader = DataLoader(
-        _EpochItems(task.dataset), batch_sampler=sampler, collate_fn=task.collate_fn,
-        num_workers=cfg.num_workers, pin_memory=info.device.type == "cuda",
+        _EpochItems(task.dataset),
+        batch_sampler=sampler,
+        collate_fn=task.collate_fn,
+        num_workers=cfg.num_workers,
+        pin_memory=info.device.type == "cuda",
     )
     batches = iter(loader)
 
     def payload(done: int) -> dict[str, Any]:
         return {
-            "model": unwrap(model).state_dict(), "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(), "step": done, "config": cfg.to_dict(),
+            "model": unwrap(model).state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": done,
+            "config": cfg.to_dict(),
             "model_config": task.model_config,
             "rng": {"scheme": "per micro-batch: (seed, rank, index)", "seed": cfg.seed},
         }
 
     result = TrainResult(step=step, run_dir=run_dir)
     log_file = run_dir / LOG_FILE
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (info.is_main and cfg.progress),
-               desc=f"train {cfg.stage}", unit="step")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not (info.is_main and cfg.progress),
+        desc=f"train {cfg.stage}",
+        unit="step",
+    )
     devices = [info.device] if info.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _StopFlag() as stop:
         try:
@@ -366,7 +392,9 @@ def train(
                 for micro in range(cfg.grad_accum):
                     index = step * cfg.grad_accum + micro
                     torch.manual_seed(_seed(cfg.seed, info.rank, index, 0x61))  # dropout
-                    gen = torch.Generator(info.device).manual_seed(_seed(cfg.seed, info.rank, index))
+                    gen = torch.Generator(info.device).manual_seed(
+                        _seed(cfg.seed, info.rank, index)
+                    )
                     batch = _to_device(next(batches), info.device)
                     sync = micro == cfg.grad_accum - 1 or info.world_size == 1
                     ctx = contextlib.nullcontext() if sync else objective.no_sync()
@@ -393,14 +421,24 @@ def train(
                 bar.update(1)
                 if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps):
                     now = time.perf_counter()
-                    line = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(norm),
-                            **{k: float(v) for k, v in metrics.items()},
-                            "sec_per_step": (now - t_last) / cfg.log_every}
+                    line = {
+                        "step": step,
+                        "loss": loss_value,
+                        "lr": lr,
+                        "grad_norm": float(norm),
+                        **{k: float(v) for k, v in metrics.items()},
+                        "sec_per_step": (now - t_last) / cfg.log_every,
+                    }
                     t_last = now
                     with log_file.open("a") as f:
                         f.write(json.dumps(line) + "\n")
                     bar.set_postfix(loss=f"{loss_value:.4g}")
-                if info.is_main and task.preview and cfg.sample_every and step % cfg.sample_every == 0:
+                if (
+                    info.is_main
+                    and task.preview
+                    and cfg.sample_every
+                    and step % cfg.sample_every == 0
+                ):
                     with torch.no_grad():
                         task.preview(ema, step, run_dir / SAMPLES_DIR)
                 if info.is_main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
@@ -421,78 +459,3 @@ def train(
     if info.world_size > 1:
         dist.barrier()
     return result
-
-
-# ------------------------------------------------------------------------------ weights in and out
-
-
-def load_trained(path: str | Path, component: str, *, ema: bool = True) -> tuple[nn.Module, Any]:
-    """A network from a run dir / checkpoint (its EMA weights), a model dir or a component dir.
-
-    Args:
-        path: ``RUN_DIR`` (or its ``checkpoint.pt``), a model dir (``model.json``) or a component
-            dir (``config.json`` + ``model.safetensors``).
-        component: "flow_ae", "pose", "blink" or "unet" (the ``DawnConfig`` field / model-dir name).
-        ema: take the EMA weights of a checkpoint (else the raw ones).
-    Returns:
-        ``(module in eval mode on CPU, its config)``.
-    """
-    from .. import hub
-    from ..configs import DawnConfig, config_from_dict
-
-    path = Path(path)
-    if path.is_file() or (path / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(path)
-        mc = ckpt.get("model_config", {})
-        if component not in mc.get("networks", ()):
-            raise ValueError(f"{path} trained {mc.get('networks')}, not {component!r}")
-        cfg = getattr(config_from_dict(DawnConfig, mc["dawn"]), component)
-        state = ckpt["ema" if ema else "model"]
-        prefix = f"{component}."
-        if len(mc["networks"]) > 1:  # a container of several networks (A2V: unet + face_loc)
-            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        module = hub.build_and_load(cfg, state, what=f"{path} {component}")
-        return module, cfg
-    directory = path / component if (path / hub.MODEL_FILE).is_file() else path
-    module = hub.load_component(directory)
-    return module, module.cfg  # type: ignore[return-value]
-
-
-def export_component(
-    model_dir: str | Path, component: str, module: nn.Module, cfg: Any, *,
-    resolution: int, audio_features: str, source: str,
-) -> Path:
-    """Write one component into a model dir (``hub`` layout) and create/update its ``model.json``.
-
-    Components already there are kept, so the three stages can export into the same folder; a
-    ``model.json`` of another resolution or audio-feature kind is an error.
-    """
-    from .. import hub
-
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    info_path = model_dir / hub.MODEL_FILE
-    info = {"format": hub.FORMAT_NAME, "version": hub.FORMAT_VERSION, "resolution": resolution}
-    if info_path.is_file():
-        old = hub.read_model_json(model_dir)
-        if int(old["resolution"]) != resolution or old.get("audio_features", "hubert") != audio_features:
-            raise ValueError(
-                f"{model_dir} holds a {old['resolution']}-px {old.get('audio_features', 'hubert')} "
-                f"model; this one is {resolution}-px {audio_features}"
-            )
-        info = old
-    info["audio_features"] = audio_features
-    hub.save_component(module, cfg, model_dir / component, {"source_file": source})
-    hub.atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
-    return model_dir / component
-
-
-def write_image_rows(path: Path, rows: Sequence[Tensor]) -> Path:
-    """Save a grid PNG: each row ``(N, 3, H, W)`` in [0, 1], all rows the same shape."""
-    import cv2
-
-    grid = torch.cat([torch.cat(list(r.detach().float().cpu().clamp(0, 1)), dim=2) for r in rows], 1)
-    image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image[:, :, ::-1])
-    return path

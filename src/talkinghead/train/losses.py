@@ -64,11 +64,13 @@ class VGG19Features(nn.Module):
         vgg = cls()
         wanted = set(vgg.features.state_dict())
         # layers past relu5_1 and the classifier are not needed
-        sd = {k[len("features."):]: v for k, v in state_dict.items() if k.startswith("features.")}
+        sd = {k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")}
         sd = {k: v for k, v in sd.items() if k in wanted}
         missing = sorted(wanted - set(sd))
         if missing:
-            raise ValueError(f"not a torchvision vgg19 state dict: missing features.{missing[0]} ...")
+            raise ValueError(
+                f"not a torchvision vgg19 state dict: missing features.{missing[0]} ..."
+            )
         vgg.features.load_state_dict(sd, strict=True)
         return vgg.requires_grad_(False).eval()
 
@@ -106,8 +108,15 @@ class RandomAffine:
     ``A = I + N(0, sigma)``, ``b = N(0, sigma)`` per batch item, drawn from ``generator``.
     """
 
-    def __init__(self, batch: int, sigma: float, *, generator: torch.Generator | None,
-                 device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        batch: int,
+        sigma: float,
+        *,
+        generator: torch.Generator | None,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         noise = torch.randn((batch, 2, 3), generator=generator, device=device) * sigma
         theta = noise + torch.eye(2, 3, device=device)
         self.theta = theta.to(dtype)  # (B, 2, 3)
@@ -132,7 +141,9 @@ class RandomAffine:
 
 
 def equivariance_losses(
-    driving_params: dict[str, Tensor], transformed_params: dict[str, Tensor], transform: RandomAffine
+    driving_params: dict[str, Tensor],
+    transformed_params: dict[str, Tensor],
+    transform: RandomAffine,
 ) -> tuple[Tensor, Tensor]:
     """Shift and affine equivariance of region parameters under ``transform``.
 
@@ -141,7 +152,7 @@ def equivariance_losses(
     up to the sign of its columns, which the flow predictor removes too (``revert_axis_swap``).
     Region params: ``shift (B, K, 2)``, ``affine (B, K, 2, 2)``.
     """
-    shift = (driving_params["shift"] - transform.warp_coordinates(transformed_params["shift"]))
+    shift = driving_params["shift"] - transform.warp_coordinates(transformed_params["shift"])
     affine_tr = transform.jacobian @ transformed_params["affine"].float()
     value = torch.linalg.inv(driving_params["affine"].float()) @ affine_tr  # -> (B, K, 2, 2)
     sign = torch.sign(torch.diagonal(value, dim1=-2, dim2=-1)).detach()

@@ -25,15 +25,8 @@ from ..configs import config_to_dict
 from ..data.datasets import PBNetSequenceDataset
 from ..models.pose_blink_cvae import PoseBlinkCVAE, normalize_pose
 from .config import TrainConfig, model_config_for_data
-from .loop import (
-    Task,
-    TrainResult,
-    export_component,
-    load_checkpoint,
-    load_trained,
-    seeded,
-    train,
-)
+from .export import export_component, load_trained
+from .loop import Task, TrainResult, load_checkpoint, seeded, train
 
 
 def motion_states(batch: dict[str, Tensor], net: str) -> Tensor:
@@ -80,14 +73,18 @@ def build_task(cfg: TrainConfig) -> Task:
     if cfg.init_from:
         init, _ = load_trained(cfg.init_from, cfg.net)
         net.load_state_dict(init.state_dict())
-    dataset = PBNetSequenceDataset(cfg.data, "train", num_frames=cfg.clip_frames, seed=cfg.seed,
-                                   num_repeats=cfg.num_repeats)
+    dataset = PBNetSequenceDataset(
+        cfg.data, "train", num_frames=cfg.clip_frames, seed=cfg.seed, num_repeats=cfg.num_repeats
+    )
     return Task(
         model=net,
         objective=PBNetObjective(net, cfg),
         dataset=dataset,
-        model_config={"dawn": config_to_dict(dawn), "networks": [cfg.net],
-                      "audio_features": audio_kind},
+        model_config={
+            "dawn": config_to_dict(dawn),
+            "networks": [cfg.net],
+            "audio_features": audio_kind,
+        },
         collate_fn=default_collate,
     )
 
@@ -105,6 +102,11 @@ def export(run_dir: str | Path, model_dir: str | Path) -> Path:
     (component,) = mc["networks"]
     module, cfg = load_trained(run_dir, component)
     return export_component(
-        model_dir, component, module, cfg, resolution=int(mc["dawn"]["resolution"]),
-        audio_features=mc["audio_features"], source=f"{run_dir} step {ckpt['step']} (EMA)",
+        model_dir,
+        component,
+        module,
+        cfg,
+        resolution=int(mc["dawn"]["resolution"]),
+        audio_features=mc["audio_features"],
+        source=f"{run_dir} step {ckpt['step']} (EMA)",
     )
