@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from pipelines.conftest import (  # the tiny model and clip the pipeline tests use
     CLIP_SECONDS,
     portrait,
@@ -20,6 +19,7 @@ from pipelines.conftest import (  # the tiny model and clip the pipeline tests u
     tiny_model_dir,
     write_wav,
 )
+
 from talkinghead import cli
 from talkinghead.data.video import probe_video
 
@@ -38,8 +38,19 @@ def generate(*args: str | Path) -> int:
 def full_run(tmp_path_factory, tiny_model_dir: Path, portrait: Path, speech_wav: Path) -> Path:
     """One generation with every side output: out.mp4, out.pose.npy, out.blink.npy, frames/."""
     out = tmp_path_factory.mktemp("cli")
-    code = generate("--weights", tiny_model_dir, "--image", portrait, "--audio", speech_wav,
-                    "-o", out / "out.mp4", "--save-motion", "--save-frames", out / "frames")
+    code = generate(
+        "--weights",
+        tiny_model_dir,
+        "--image",
+        portrait,
+        "--audio",
+        speech_wav,
+        "-o",
+        out / "out.mp4",
+        "--save-motion",
+        "--save-frames",
+        out / "frames",
+    )
     assert code == 0
     return out
 
@@ -63,7 +74,10 @@ def test_save_motion_and_frames(full_run: Path) -> None:
     assert np.asarray(Image.open(pngs[0])).shape == (32, 32, 3)
     # nothing half-written is left beside the outputs
     assert sorted(p.name for p in full_run.iterdir()) == [
-        "frames", "out.blink.npy", "out.mp4", "out.pose.npy"
+        "frames",
+        "out.blink.npy",
+        "out.mp4",
+        "out.pose.npy",
     ]
 
 
@@ -72,9 +86,21 @@ def test_paste_back_keeps_the_original_size_and_still_head(
 ) -> None:
     image = media_dir / "portraits" / "real_male2.jpeg"  # 427 x 427: odd, padded to even
     assert Image.open(image).size == (427, 427)
-    code = generate("--weights", tiny_model_dir, "--image", image, "--audio", speech_wav,
-                    "-o", tmp_path / "out.mp4", "--paste-back", "--still", "--save-motion",
-                    "--steps", "1")
+    code = generate(
+        "--weights",
+        tiny_model_dir,
+        "--image",
+        image,
+        "--audio",
+        speech_wav,
+        "-o",
+        tmp_path / "out.mp4",
+        "--paste-back",
+        "--still",
+        "--save-motion",
+        "--steps",
+        "1",
+    )
     assert code == 0
     info = probe_video(tmp_path / "out.mp4")
     assert (info["width"], info["height"]) == (428, 428)
@@ -110,8 +136,16 @@ def bad_command(case: str, bad: Path, weights: Path, image: Path, audio: Path, o
     replace_args, expected = BAD_CASES[case]
     args = {"--weights": str(weights), "--image": str(image), "--audio": str(audio)}
     args.update({k: v if k == "--resolution" else str(bad / v) for k, v in replace_args.items()})
-    argv = ["generate", *(x for kv in args.items() for x in kv), "-o", str(out / "out.mp4"),
-            "--save-motion", "--save-frames", str(out / "frames"), *FAST]
+    argv = [
+        "generate",
+        *(x for kv in args.items() for x in kv),
+        "-o",
+        str(out / "out.mp4"),
+        "--save-motion",
+        "--save-frames",
+        str(out / "frames"),
+        *FAST,
+    ]
     return argv, expected
 
 
@@ -135,8 +169,16 @@ def test_bad_input_fails_cleanly(
 
 
 def test_inputs_are_checked_before_the_weights(tmp_path, bad_inputs, portrait, capsys) -> None:
-    code = generate("--weights", tmp_path / "no-such-dir", "--image", portrait,
-                    "--audio", bad_inputs / "corrupt.wav", "-o", tmp_path / "out.mp4")
+    code = generate(
+        "--weights",
+        tmp_path / "no-such-dir",
+        "--image",
+        portrait,
+        "--audio",
+        bad_inputs / "corrupt.wav",
+        "-o",
+        tmp_path / "out.mp4",
+    )
     assert code == 2
     assert_one_line_error(capsys.readouterr().err, "could not decode")
 
@@ -145,8 +187,18 @@ def test_missing_weights_default_names_the_cache_and_command(
     tmp_path, monkeypatch, portrait, speech_wav, capsys
 ) -> None:
     monkeypatch.setenv("TALKINGHEAD_HOME", str(tmp_path / "home"))
-    code = cli.main(["generate", "--image", str(portrait), "--audio", str(speech_wav),
-                     "-o", str(tmp_path / "out.mp4"), *FAST])
+    code = cli.main(
+        [
+            "generate",
+            "--image",
+            str(portrait),
+            "--audio",
+            str(speech_wav),
+            "-o",
+            str(tmp_path / "out.mp4"),
+            *FAST,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert_one_line_error(err, "talkinghead download")
@@ -162,8 +214,9 @@ def test_incomplete_model_names_the_missing_files(
     for entry in tiny_model_dir.iterdir():
         if entry.name != "unet":
             (partial / entry.name).symlink_to(entry)
-    code = generate("--weights", partial, "--image", portrait, "--audio", speech_wav,
-                    "-o", tmp_path / "out.mp4")
+    code = generate(
+        "--weights", partial, "--image", portrait, "--audio", speech_wav, "-o", tmp_path / "out.mp4"
+    )
     assert code == 2
     assert_one_line_error(capsys.readouterr().err, "unet/config.json, unet/model.safetensors")
     assert not (tmp_path / "out.mp4").exists()
@@ -175,8 +228,9 @@ def test_incomplete_model_names_the_missing_files(
 def run_entry_point(argv: list[str], home: Path) -> subprocess.CompletedProcess:
     assert ENTRY_POINT.is_file(), f"{ENTRY_POINT} is not installed (pip install -e .)"
     env = {**os.environ, "TALKINGHEAD_HOME": str(home)}
-    return subprocess.run([str(ENTRY_POINT), *argv], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [str(ENTRY_POINT), *argv], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
 
 
 @pytest.mark.parametrize("case", ["corrupt audio", "missing weights", "unsupported resolution"])
@@ -194,8 +248,21 @@ def test_entry_point_bad_input(
 
 def test_entry_point_smoke_preset_tiny(tmp_path, portrait, speech_wav) -> None:
     out = tmp_path / "smoke.mp4"
-    proc = run_entry_point(["generate", "--preset", "tiny", "--image", str(portrait),
-                            "--audio", str(speech_wav), "-o", str(out), *FAST], tmp_path / "home")
+    proc = run_entry_point(
+        [
+            "generate",
+            "--preset",
+            "tiny",
+            "--image",
+            str(portrait),
+            "--audio",
+            str(speech_wav),
+            "-o",
+            str(out),
+            *FAST,
+        ],
+        tmp_path / "home",
+    )
     assert proc.returncode == 0, proc.stderr
     info = probe_video(out)
     assert abs(info["num_frames"] - NUM_FRAMES) <= 1

@@ -33,8 +33,9 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Path:
     """``<tmp>/tiny``: random tiny preset (HuBERT-conditioned), tiny HuBERT, face3d symlink."""
-    out = save_random_model(PRESETS["tiny"], tmp_path_factory.mktemp("weights") / "tiny",
-                            audio_features="hubert")
+    out = save_random_model(
+        PRESETS["tiny"], tmp_path_factory.mktemp("weights") / "tiny", audio_features="hubert"
+    )
     # the tiny UNet and PBNet read 8-dim audio features; the conv stack keeps HuBERT's
     # receptive field 400 and hop 320 (default kernels and strides)
     config = HubertConfig(

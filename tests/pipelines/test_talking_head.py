@@ -56,18 +56,26 @@ def test_same_seed_same_frames_other_seed_differs(
     _, first = seed0
     again = frames_of(pipeline(image=portrait, audio=speech_wav, options=FAST, progress=False))
     np.testing.assert_array_equal(again, first)
-    other = pipeline(image=portrait, audio=speech_wav, options=replace(FAST, seed=1), progress=False)
+    other = pipeline(
+        image=portrait, audio=speech_wav, options=replace(FAST, seed=1), progress=False
+    )
     assert not np.array_equal(frames_of(other), first)
 
 
 def test_still_head_has_zero_pose_delta(
     pipeline: TalkingHeadPipeline, portrait: Path, speech_wav: Path
 ) -> None:
-    result = pipeline(image=portrait, audio=speech_wav,
-                      options=replace(FAST, motion_scale=0.0, num_steps=1), progress=False)
+    result = pipeline(
+        image=portrait,
+        audio=speech_wav,
+        options=replace(FAST, motion_scale=0.0, num_steps=1),
+        progress=False,
+    )
     assert not result.motion.pose_delta.any()
-    np.testing.assert_array_equal(result.motion.pose, np.repeat(
-        result.portrait.face.pose[None].astype(np.float32), NUM_FRAMES, axis=0))
+    np.testing.assert_array_equal(
+        result.motion.pose,
+        np.repeat(result.portrait.face.pose[None].astype(np.float32), NUM_FRAMES, axis=0),
+    )
     assert result.motion.eye_delta.any()  # blinks still come from PBNet
 
 
@@ -78,8 +86,14 @@ def test_pose_npy_driver_is_followed(
     driver = (rng.standard_normal((NUM_FRAMES - 5, 6)) * [5, 5, 5, 1e-5, 3, 3]).astype(np.float32)
     np.save(tmp_path / "pose.npy", driver)
     blink = rng.uniform(0.1, 0.4, (NUM_FRAMES, 2)).astype(np.float32)
-    result = pipeline(image=portrait, audio=speech_wav, options=replace(FAST, num_steps=1),
-                      pose=tmp_path / "pose.npy", blink=blink, progress=False)
+    result = pipeline(
+        image=portrait,
+        audio=speech_wav,
+        options=replace(FAST, num_steps=1),
+        pose=tmp_path / "pose.npy",
+        blink=blink,
+        progress=False,
+    )
     # a short driver holds its last frame
     held = driver[np.minimum(np.arange(NUM_FRAMES), len(driver) - 1)]
     np.testing.assert_allclose(result.motion.pose_delta, held - driver[0], atol=1e-6)
@@ -93,8 +107,13 @@ def test_bad_pose_file_is_refused(
 ) -> None:
     np.save(tmp_path / "pose.npy", np.zeros((10, 3), np.float32))
     with pytest.raises(ValueError, match=r"must hold an \(F, 6\) array"):
-        pipeline(image=portrait, audio=speech_wav, options=FAST, pose=tmp_path / "pose.npy",
-                 progress=False)
+        pipeline(
+            image=portrait,
+            audio=speech_wav,
+            options=FAST,
+            pose=tmp_path / "pose.npy",
+            progress=False,
+        )
 
 
 def test_driving_video_gives_the_motion(
@@ -109,8 +128,13 @@ def test_driving_video_gives_the_motion(
             side = 150 + 6 * i
             canvas.paste(base.resize((side, side)), (8 * i, 10))
             writer.write(np.asarray(canvas))
-    result = pipeline(image=portrait, audio=speech_wav, options=replace(FAST, num_steps=1),
-                      driving_video=video, progress=False)
+    result = pipeline(
+        image=portrait,
+        audio=speech_wav,
+        options=replace(FAST, num_steps=1),
+        driving_video=video,
+        progress=False,
+    )
     pose, eye = motion_from_video(pipeline.face_analyzer, video, progress=False)
     assert pose.shape == (5, 6) and eye.shape == (5, 2)
     held = np.minimum(np.arange(NUM_FRAMES), 4)

@@ -80,8 +80,12 @@ def test_official_layout_generates(
     monkeypatch.setenv("TALKINGHEAD_HOME", str(tmp_path / "home"))
     pipeline = TalkingHeadPipeline.from_pretrained(official_dir, resolution=128)
     audio = load_audio(speech_wav)[: 16000 * 2 // 5]  # 0.4 s: 10 frames of the 128-pixel model
-    result = pipeline(image=portrait, audio=audio, progress=False,
-                      options=GenerateOptions(num_steps=1, seed=0, decode_batch=5))
+    result = pipeline(
+        image=portrait,
+        audio=audio,
+        progress=False,
+        options=GenerateOptions(num_steps=1, seed=0, decode_batch=5),
+    )
     assert result.frames is not None
     frames = np.concatenate(list(result.frames))
     assert frames.shape == (10, 128, 128, 3) and frames.dtype == np.uint8
@@ -103,10 +107,14 @@ def test_missing_hubert_is_named(tiny_model_dir: Path, tmp_path: Path, monkeypat
     for entry in tiny_model_dir.iterdir():
         if entry.name != hub.HUBERT_DIRNAME:
             (model / entry.name).symlink_to(entry)
-    with pytest.raises(hub.MissingFilesError, match=r"HuBERT .* was not found.*talkinghead download"):
+    with pytest.raises(
+        hub.MissingFilesError, match=r"HuBERT .* was not found.*talkinghead download"
+    ):
         resolve_weights(model)
 
 
 def test_empty_folder_names_the_expected_files(tmp_path: Path) -> None:
-    with pytest.raises(hub.MissingFilesError, match=r"model\.json.*DAWN_128\.pth.*talkinghead download"):
+    with pytest.raises(
+        hub.MissingFilesError, match=r"model\.json.*DAWN_128\.pth.*talkinghead download"
+    ):
         resolve_weights(tmp_path)
