@@ -105,7 +105,7 @@ def test_find_videos(videos: Path) -> None:
 
 
 def test_clips_at_25_fps(prepared) -> None:
-    out, result = prepared
+    out, _ = prepared
     manifest = read_manifest(out)
     assert sorted(c.id for c in manifest.clips) == ["alice", "bob"]
     assert manifest.resolution == 64 and manifest.audio_feature == "logmel80"

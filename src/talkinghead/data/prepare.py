@@ -289,7 +289,7 @@ def _video_job(job: tuple) -> tuple[str, str, int, str | None]:
         )
         clip.info["settings"] = settings
         write_clip(clips_dir, clip_id, clip, audio_feature=settings["audio_feature"], video=video)
-    except Exception as err:  # noqa: BLE001 - any failure of one file must not stop the others
+    except Exception as err:  # any failure of one file must not stop the others
         logger.debug("skipping %s", path, exc_info=True)
         return clip_id, str(path), 0, f"{type(err).__name__}: {err}".splitlines()[0]
     return clip_id, str(path), clip.num_frames, None
