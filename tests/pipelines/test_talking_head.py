@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from talkinghead.configs import GenerateOptions
+from talkinghead.data.face import NEUTRAL_POSE, FaceNotFoundError
 from talkinghead.data.video import VideoWriter
 from talkinghead.pipelines.driving import motion_from_video
 from talkinghead.pipelines.talking_head import GenerationResult, TalkingHeadPipeline
@@ -146,3 +147,17 @@ def test_driving_video_gives_the_motion(
 def test_zero_steps_is_refused(pipeline: TalkingHeadPipeline, portrait: Path, speech_wav: Path):
     with pytest.raises(ValueError, match="num_steps=0"):
         pipeline(image=portrait, audio=speech_wav, options=replace(FAST, num_steps=0))
+
+
+def test_no_crop_animates_an_image_without_a_face(
+    pipeline: TalkingHeadPipeline, speech_wav: Path
+) -> None:
+    grey = np.full((64, 48, 3), 128, np.uint8)
+    with pytest.raises(FaceNotFoundError, match="--no-crop"):
+        pipeline(image=grey, audio=speech_wav, options=FAST, progress=False)
+    result = pipeline(
+        image=grey, audio=speech_wav, progress=False, options=replace(FAST, crop=False, num_steps=1)
+    )
+    assert result.portrait.face.detector == "none"
+    np.testing.assert_allclose(result.portrait.face.pose, NEUTRAL_POSE)
+    np.testing.assert_array_equal(result.portrait.bbox, [0, 48, 0, 64, 64, 48])

@@ -27,7 +27,15 @@ from tqdm.auto import tqdm
 from ..configs import DawnConfig, GenerateOptions
 from ..data.audio import load_audio, num_video_frames
 from ..data.audio_features import HubertFeatureExtractor, log_mel_features
-from ..data.face import FaceAnalyzer, FaceState, crop_and_resize, paste_back
+from ..data.face import (
+    DEFAULT_EYE,
+    NEUTRAL_POSE,
+    FaceAnalyzer,
+    FaceNotFoundError,
+    FaceState,
+    crop_and_resize,
+    paste_back,
+)
 from ..data.image import load_portrait
 from ..diffusion.samplers import ddim_sample, guided
 from ..diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
@@ -155,7 +163,14 @@ class TalkingHeadPipeline:
         """Load, analyse and crop the portrait to the model's square resolution."""
         name = str(image) if not isinstance(image, np.ndarray) else "the image"
         original = load_portrait(image) if not isinstance(image, np.ndarray) else image
-        face = self.face_analyzer.analyze(original, name=name)
+        try:
+            face = self.face_analyzer.analyze(original, name=name)
+        except FaceNotFoundError:
+            if options.crop:
+                raise
+            # --no-crop is what the no-face message suggests, so it must work without a face
+            logger.warning("no face found in %s: animating it from a neutral head pose", name)
+            face = _whole_image_face(original.shape[:2])
         size = self.modules.resolution
         if options.crop:
             from ..data.face import face_bbox_in_crop, square_crop_box
@@ -170,7 +185,7 @@ class TalkingHeadPipeline:
             x0, y0, x1, y1 = face.box[:4]
             bbox = np.array([x0, x1, y0, y1, h, w], np.float32)
             # the official squashes the image to S x S (no aspect preservation)
-            image_sq = np.asarray(Image.fromarray(original).resize((size, size), Image.BILINEAR))
+            image_sq = np.array(Image.fromarray(original).resize((size, size), Image.BILINEAR))
         return Portrait(original, image_sq, face, crop_box, bbox)
 
     def audio_condition(self, audio_16k: np.ndarray, num_frames: int) -> Tensor:
@@ -332,3 +347,17 @@ class TalkingHeadPipeline:
                 generator=generator, motion_scale=scale, blink=options.blink,
             )
         return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
+
+
+def _whole_image_face(shape: tuple[int, int]) -> FaceState:
+    """The state of an (H, W) image without a detectable face: the whole frame, official
+    fallback pose and eye ratios."""
+    h, w = shape
+    return FaceState(
+        box=np.array([0.0, 0.0, w, h, 0.0]),
+        pose=np.array(NEUTRAL_POSE),
+        eye=np.array(DEFAULT_EYE),
+        bbox_crop=np.array([0, w - 1, 0, h - 1, h, w], np.int64),
+        crop_box=(0, 0, w, h),
+        detector="none",
+    )
