@@ -282,6 +282,45 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare", help="real talking-head videos -> training set (25 fps face crops, audio, pose)"
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="videos or folders of them")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="training-set folder (resumable)")
+    p.add_argument("--resolution", type=int, choices=(64, 128, 256), default=256)
+    p.add_argument("--face3d", default=None, help="3DDFA_V2 assets folder (pose, eyes, FaceBoxes)")
+    p.add_argument("--hubert", default=None, help="local HuBERT folder (default: 80 log-mel bands)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of clips")
+    p.add_argument("--seed", type=int, default=0, help="salt of the held-out split")
+    p.add_argument("--no-video", action="store_true", help="skip the viewable video.mp4 per clip")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_dataset
+
+    log = logging.getLogger(__name__)
+    if args.face3d is None:
+        log.warning("no --face3d: neutral pose and default eyes are stored (plumbing only)")
+    try:
+        result = prepare_dataset(
+            args.inputs, args.out, resolution=args.resolution, face3d_dir=args.face3d,
+            hubert_dir=args.hubert, workers=args.workers, test_fraction=args.test_fraction,
+            seed=args.seed, video=not args.no_video, progress=not args.no_progress,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CLIError(_first_line(err)) from err
+    log.info(
+        "%d clips in %s (%d new, %d held out); %d videos skipped (see skipped.json)",
+        len(result.manifest.clips), args.out, len(result.written),
+        len(result.manifest.split("test")), len(result.skipped),
+    )
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train.config import TrainConfig
 
@@ -356,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data, _add_train):
+    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data, _add_prepare,
+                _add_train):
         add(sub)
     return parser
 

@@ -181,3 +181,25 @@ def test_no_audio_is_skipped(tmp_path: Path, videos: Path) -> None:
     )
     assert result.manifest.clips == []
     assert "no audio" in result.skipped[0]["reason"]
+
+
+def test_cli_prepare(tmp_path: Path, videos: Path) -> None:
+    from talkinghead.cli import main
+
+    out = tmp_path / "set"
+    code = main(
+        [
+            "prepare",
+            str(videos / "broken.mp4"),
+            "-o",
+            str(out),
+            "--resolution",
+            "64",
+            "--no-video",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert read_manifest(out).clips == []
+    assert "broken.mp4" in (out / "skipped.json").read_text()
+    assert main(["prepare", str(videos / "missing.mp4"), "-o", str(out)]) == 2
