@@ -264,7 +264,7 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
-        logger.info("wrote %s (%d frames at %s fps)", self.path, self.num_frames, self.fps)
+        logger.debug("wrote %s (%d frames at %s fps)", self.path, self.num_frames, self.fps)
 
     def abort(self) -> None:
         """Stop without producing an output file (temp file removed)."""

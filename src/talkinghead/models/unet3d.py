@@ -231,7 +231,8 @@ class UNet3D(nn.Module):
         x = self._init_conv(x, source_emb)
         r = x
         x = self.init_temporal_attn(x, ctx=ctx)
-        temb = self.time_mlp(t).to(x.dtype)
+        # the sinusoid is computed in float32 (exact timesteps); the MLP runs in the model's dtype
+        temb = self.time_mlp[1:](self.time_mlp[0](t).to(self.time_mlp[1].weight.dtype))
         skips = []
         for block1, block2, spatial_attn, temporal_attn, downsample in self.downs:
             x = block2(block1(x, temb, cond), temb, cond)
