@@ -1,0 +1,276 @@
+"""Synthetic benchmark (``talkinghead eval-synth``): does a trained model move lips, eyes and pixels
+like the ground truth of held-out ``talkinghead data synth`` clips?
+
+Per held-out clip (split ``test``):
+
+* **LFG PSNR**: the flow autoencoder (LFG, paper Sec. 3.1) reconstructs every frame from the clip's
+  first frame (``FlowAutoencoder.forward(source, driving)["prediction"]``); PSNR in [0, 255].
+* **Mouth correlation**: a video is generated from the first frame and the clip's speech with the
+  ground-truth pose and eyes as drivers (so only the lips are left to the audio); its mouth opening,
+  measured in the image, is correlated (Pearson) with the true ``mouth_open``. The same measure on
+  the real frames gives the measure's own ceiling (reported as ``mouth_corr_real``).
+* **Blink rate**: blinks per second counted (``eval.metrics.count_blinks``) on an eye-band signal of
+  the generated video vs the true rate from ``blink.npy``; with ``pbnet=True`` also a video whose
+  pose and blinks PBNet generates (paper Sec. 3.3).
+
+Image measures (the synthetic faces have known colours, ``data/synth_face.py``): mouth opening =
+soft count of inner-mouth and teeth coloured pixels in a fixed-size window around the ground-truth
+mouth box centre, divided by the squared mouth width; eye openness = soft count of sclera-coloured
+pixels in the eye band of the face box. Goals of the shipped demo model: mouth correlation >= 0.6
+and LFG PSNR >= 28 dB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from talkinghead.eval.metrics import count_blinks, psnr
+
+__all__ = [
+    "SynthBenchOptions",
+    "blink_onsets",
+    "eye_signal",
+    "format_table",
+    "lfg_psnr",
+    "mouth_opening",
+    "pearson",
+    "run_synth_benchmark",
+]
+
+logger = logging.getLogger(__name__)
+
+_INNER_MOUTH = np.array([60.0, 15.0, 20.0])  # RGB of the synthetic inner mouth
+_TEETH = np.array([235.0, 232.0, 220.0])
+_SCLERA = np.array([240.0, 238.0, 232.0])
+GOALS = {"mouth_corr": 0.6, "lfg_psnr": 28.0}
+
+
+@dataclass(frozen=True)
+class SynthBenchOptions:
+    """Knobs of one benchmark run."""
+
+    num_steps: int = 20  # DDIM steps of the generated videos
+    seed: int = 0  # generation seed (clip i uses seed + i)
+    max_clips: int | None = None  # evaluate only the first N held-out clips
+    batch_size: int = 16  # LFG frames per batch
+    pbnet: bool = False  # also generate with PBNet's pose and blinks (blink rate)
+
+
+def _membership(pixels: np.ndarray, colour: np.ndarray, width: float) -> np.ndarray:
+    return np.exp(-((np.linalg.norm(pixels - colour, axis=-1) / width) ** 2))
+
+
+def mouth_opening(frames: np.ndarray, mouth_box: np.ndarray) -> np.ndarray:
+    """Image-based mouth opening per frame.
+
+    Args:
+        frames: (F, S, S, 3) uint8 RGB.
+        mouth_box: (F, 4) ground-truth [x0, y0, x1, y1] in the frames' pixels (only its centre and
+            the clip's median size place the window, so the opening itself is not read from it).
+
+    Returns:
+        (F,) float, 0 for a closed mouth, growing with the visible inner mouth and teeth.
+    """
+    size = frames.shape[1]
+    w = float(np.median(mouth_box[:, 2] - mouth_box[:, 0]))
+    h = float(np.median(mouth_box[:, 3] - mouth_box[:, 1]))
+    if w <= 0:
+        raise ValueError("mouth_box has no width")
+    out = np.empty(len(frames))
+    for i, (frame, box) in enumerate(zip(frames, mouth_box)):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0, x1 = int(max(cx - 0.6 * w, 0)), int(min(cx + 0.6 * w + 1, size))
+        y0, y1 = int(max(cy - h, 0)), int(min(cy + h + 1, size))
+        patch = frame[y0:y1, x0:x1].astype(np.float64)
+        soft = _membership(patch, _INNER_MOUTH, 60.0) + _membership(patch, _TEETH, 40.0)
+        out[i] = soft.sum() / w**2
+    return out
+
+
+def eye_signal(frames: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """(F,) sclera-coloured area in the eye band of the face box, over its median (~1 open)."""
+    size = frames.shape[1]
+    values = np.empty(len(frames))
+    for i, (frame, b) in enumerate(zip(frames, bbox)):
+        fw, fh = b[1] - b[0], b[3] - b[2]
+        y0, y1 = int(max(b[2] + 0.3 * fh, 0)), int(min(b[2] + 0.55 * fh + 1, size))
+        x0, x1 = int(max(b[0] + 0.1 * fw, 0)), int(min(b[1] - 0.1 * fw + 1, size))
+        values[i] = _membership(frame[y0:y1, x0:x1].astype(np.float64), _SCLERA, 50.0).sum()
+    med = np.median(values)
+    return values / med if med > 0 else np.ones_like(values)
+
+
+def blink_onsets(blink: np.ndarray) -> int:
+    """Number of closed-eye runs in a (F,) 0/1 ground-truth blink track."""
+    b = np.asarray(blink).astype(bool)
+    return int(b[0]) + int(np.sum(b[1:] & ~b[:-1])) if b.size else 0
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either signal is constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _to_tensor(frames: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(F, H, W, 3) uint8 -> (F, 3, size, size) in [0, 1]."""
+    if frames.shape[1] != size:
+        frames = np.stack(
+            [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
+        )
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).to(device=device, dtype=dtype) / 255.0
+
+
+@torch.no_grad()
+def lfg_psnr(
+    flow_ae: torch.nn.Module, frames: np.ndarray, size: int, batch_size: int = 16
+) -> float:
+    """PSNR (dB, [0, 255]) of the LFG reconstructing (F, H, W, 3) ``frames`` from frame 0, at the
+    model's resolution ``size``."""
+    param = next(flow_ae.parameters())
+    video = _to_tensor(frames, size, param.device, param.dtype)
+    preds = []
+    for start in range(0, len(video), batch_size):
+        drv = video[start : start + batch_size]
+        src = video[:1].expand_as(drv)
+        preds.append(flow_ae(src, drv)["prediction"].clamp(0, 1))
+    return psnr(torch.cat(preds).float() * 255.0, video.float() * 255.0)
+
+
+def _generate(
+    pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool
+) -> np.ndarray:
+    """Generated (F, S, S, 3) uint8 frames for the clip's first frame and speech."""
+    from talkinghead.configs import GenerateOptions
+    from talkinghead.pipelines.motion import combine_motion, driver_motion, generate_motion
+
+    size = pipe.modules.resolution
+    scale = size / reader.frames.shape[1]
+    pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
+    audio = reader.audio()
+    num_frames = reader.num_frames
+    feats = pipe.audio_condition(audio, num_frames)
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    if pbnet:
+        motion = generate_motion(
+            pipe.modules.pose, pipe.modules.blink, feats, pose[0], eye[0], generator=generator
+        )
+    else:
+        pose_delta, eye_delta = driver_motion(pose, eye, num_frames, pose[0], eye[0])
+        motion = combine_motion(None, pose_delta, eye_delta, num_frames, pose[0], eye[0])
+    src = _to_tensor(np.asarray(reader.frames[:1]), size, pipe.device, pipe.dtype)
+    bbox = np.asarray(reader.array("bbox")[0], np.float32).copy()
+    bbox[:4] *= scale
+    bbox[4:] = size
+    gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed)
+    pipe._progress = False
+    fea = pipe.modules.flow_ae.compute_fea(src)
+    latents = pipe.sample_latents(src, fea, bbox, feats, motion, gen_opts, generator)
+    return np.concatenate(list(pipe.decode(src, latents, options.batch_size)))
+
+
+def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
+    frames = np.asarray(reader.frames)
+    data_size = frames.shape[1]
+    mouth_box = np.asarray(reader.array("mouth_box"))
+    bbox = np.asarray(reader.array("bbox"))
+    truth_open = np.asarray(reader.array("mouth_open"))
+    seconds = reader.num_frames / 25.0
+    row: dict[str, Any] = {
+        "frames": reader.num_frames,
+        "lfg_psnr": lfg_psnr(
+            pipe.modules.flow_ae, frames, pipe.modules.resolution, options.batch_size
+        ),
+        "mouth_corr_real": pearson(mouth_opening(frames, mouth_box), truth_open),
+        "blink_rate_true": blink_onsets(reader.array("blink")) / seconds,
+        "blink_rate_real": len(count_blinks(eye_signal(frames, bbox))) / seconds,
+    }
+    for name, use_pbnet in (("gt", False), ("pbnet", True)):
+        if use_pbnet and not options.pbnet:
+            continue
+        gen = _generate(pipe, reader, options, seed, use_pbnet)
+        if gen.shape[1] != data_size:
+            gen = np.stack(
+                [cv2.resize(f, (data_size, data_size), interpolation=cv2.INTER_CUBIC) for f in gen]
+            )
+        row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box), truth_open)
+        row[f"blink_rate_{name}"] = len(count_blinks(eye_signal(gen, bbox))) / seconds
+    return row
+
+
+def run_synth_benchmark(
+    data_dir: str | os.PathLike[str],
+    pipeline: Any,
+    *,
+    options: SynthBenchOptions | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Score ``pipeline`` (a ``TalkingHeadPipeline``) on the held-out clips of a synthetic set.
+
+    Returns:
+        ``{"clips": {id: row}, "mean": {metric: value}, "goals": GOALS, "num_clips": n}``; rows
+        hold ``lfg_psnr``, ``mouth_corr_gt`` (generated, GT drivers), ``mouth_corr_real`` (the
+        measure's ceiling), ``blink_rate_true/real/gt`` (and ``*_pbnet``) in blinks per second.
+    """
+    from talkinghead.data.dataset_layout import CLIPS_DIR, ClipReader, read_manifest
+
+    options = options or SynthBenchOptions()
+    manifest = read_manifest(data_dir)
+    entries = manifest.split(split)
+    if options.max_clips is not None:
+        entries = entries[: options.max_clips]
+    if not entries:
+        raise ValueError(f"{data_dir} has no clips in split {split!r}")
+    rows = {}
+    for i, entry in enumerate(entries):
+        reader = ClipReader(Path(data_dir) / CLIPS_DIR / entry.id, manifest.audio_feature)
+        if not (reader.dir / "mouth_open.npy").is_file():
+            raise ValueError(
+                f"{reader.dir} has no ground truth: not a `talkinghead data synth` set"
+            )
+        rows[entry.id] = _clip_scores(pipeline, reader, options, options.seed + i)
+        logger.info("clip %s: %s", entry.id, rows[entry.id])
+    keys = sorted({k for row in rows.values() for k in row if k != "frames"})
+    mean = {k: float(np.nanmean([row[k] for row in rows.values() if k in row])) for k in keys}
+    return {"num_clips": len(rows), "mean": mean, "goals": GOALS, "clips": rows}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table: one row per clip plus the mean, then the goals."""
+    keys = list(summary["mean"])
+    lines = ["clip      " + " ".join(f"{k:>18}" for k in keys)]
+    for cid, row in summary["clips"].items():
+        lines.append(f"{cid:<10}" + " ".join(f"{row.get(k, float('nan')):>18.3f}" for k in keys))
+    lines.append("mean      " + " ".join(f"{summary['mean'][k]:>18.3f}" for k in keys))
+    for metric, goal in GOALS.items():
+        key = "mouth_corr_gt" if metric == "mouth_corr" else metric
+        value = summary["mean"].get(key, float("nan"))
+        lines.append(
+            f"goal {metric} >= {goal}: {value:.3f} ({'met' if value >= goal else 'not met'})"
+        )
+    return "\n".join(lines)
+
+
+def write_json(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the summary (NaN as null)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        return x
+
+    Path(path).write_text(json.dumps(clean(summary), indent=1))
