@@ -3,7 +3,6 @@ image measures' own ceilings on the real synthetic frames."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
