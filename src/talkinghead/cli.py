@@ -321,6 +321,54 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_synth(sub: argparse._SubParsersAction) -> None:
+    from .eval.synth_benchmark import SynthBenchOptions as S
+
+    # a separate command: `eval` takes GENERATED_DIR as its first positional
+    p = sub.add_parser(
+        "eval-synth", help="synthetic benchmark: mouth correlation, blink rate, LFG PSNR -> JSON"
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="set made by `talkinghead data synth`")
+    p.add_argument("--weights", default=None, help="model folder (e.g. from train --export)")
+    p.add_argument("--preset", default=None, choices=["tiny"], help="random weights (plumbing only)")
+    p.add_argument("--hubert", default=None, help="HuBERT folder for HuBERT-conditioned models")
+    p.add_argument("--out", default="synth_eval.json", help="JSON summary path")
+    p.add_argument("--steps", type=int, default=S.num_steps, help="DDIM steps")
+    p.add_argument("--seed", type=int, default=S.seed, help="generation seed of the first clip")
+    p.add_argument("--max-clips", type=int, default=S.max_clips, help="first N held-out clips")
+    p.add_argument("--pbnet", action="store_true", help="also generate with PBNet pose/blinks")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    p.set_defaults(func=_run_eval_synth, quiet=True, face3d=None, dtype="float32")
+
+
+def _run_eval_synth(args: argparse.Namespace) -> int:
+    import torch
+
+    from .eval.synth_benchmark import (
+        SynthBenchOptions,
+        format_table,
+        run_synth_benchmark,
+        write_json,
+    )
+
+    if args.weights is None and args.preset is None:
+        raise CLIError("pass --weights MODEL_DIR (or --preset tiny for a plumbing check).")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = SynthBenchOptions(
+        num_steps=args.steps, seed=args.seed, max_clips=args.max_clips, pbnet=args.pbnet
+    )
+    args.resolution = None
+    try:
+        pipeline = _load_pipeline(args, device, torch.float32)
+        summary = run_synth_benchmark(args.data_dir, pipeline, options=options)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CLIError(_first_line(err)) from err
+    write_json(summary, args.out)
+    sys.stdout.write(format_table(summary) + "\n")  # the table is the command's output
+    logging.getLogger(__name__).info("wrote %s", args.out)
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train.config import TrainConfig
 
@@ -395,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_data, _add_prepare,
-                _add_train):
+    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_eval_synth, _add_data,
+                _add_prepare, _add_train):
         add(sub)
     return parser
 
