@@ -1,0 +1,53 @@
+"""Smoke test of benchmarks/generate.py and benchmarks/attention.py on the tiny preset (CPU, seconds).
+
+The scripts are run as a user runs them (subprocesses), so their command lines cannot rot. The
+official-code path needs a checkout that the repository never contains; it is exercised by hand
+(see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
+    _run("generate.py", "--presets", "tiny", "--frames", "6", "--stages", "ddim", "decode",
+         "--impls", "ours", "ours-faithful", "official", "--steps", "1", "--threads", "1",
+         "--golden-dir", str(golden_dir), "--no-plot", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "generate.json").read_text())
+    rows = report["rows"]
+    # official is skipped without --official; 2 impls x 2 stages
+    assert sorted((r["impl"], r["stage"]) for r in rows) == [
+        ("ours", "ddim"), ("ours", "decode"), ("ours-faithful", "ddim"), ("ours-faithful", "decode")
+    ]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["wall_s"] > 0 and r["process_peak_rss_mib"] > 0 and r["call_peak_rss_mib"] >= 0
+        assert r["frames"] == 6 and r["steps"] == 1
+    assert report["equality"] == [] and report["ratios"] == []
+
+
+@pytest.mark.slow
+def test_attention_micro_benchmark(tmp_path: Path) -> None:
+    _run("attention.py", "--frames", "8", "24", "--size", "2", "--dim", "8", "--threads", "1",
+         "--out", str(tmp_path))
+    report = json.loads((tmp_path / "attention.json").read_text())
+    assert {(r["mode"], r["frames"]) for r in report["rows"]} == {
+        ("local", 8), ("local", 24), ("full", 8), ("full", 24)
+    }
+    assert all("error" not in r and r["wall_s"] > 0 for r in report["rows"])
+    assert len(report["summary"]) == 2
