@@ -27,7 +27,9 @@ HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("benchmarks.attention")
 
 
-def worker(mode: str, frames: int, dim: int, size: int, threads: int, device: str) -> dict[str, object]:
+def worker(
+    mode: str, frames: int, dim: int, size: int, threads: int, device: str
+) -> dict[str, object]:
     from workloads import measure
 
     from talkinghead.configs import UNet3DConfig
@@ -42,13 +44,22 @@ def worker(mode: str, frames: int, dim: int, size: int, threads: int, device: st
     with torch.no_grad():
         ctx = unet.temporal_context(frames, window=unet.cfg.window, mode=mode, dtype=x.dtype)
         stats = measure(lambda: layer(x, ctx=ctx), dev)
-    return {"mode": mode, "frames": frames, "dim": dim, "size": size, "threads": threads,
-            "device": device, **stats}
+    return {
+        "mode": mode,
+        "frames": frames,
+        "dim": dim,
+        "size": size,
+        "threads": threads,
+        "device": device,
+        **stats,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--frames", nargs="+", type=int, default=[200, 3200])
     p.add_argument("--modes", nargs="+", default=["local", "full"], choices=["local", "full"])
     p.add_argument("--dim", type=int, default=64, help="channels (official level 0: 64)")
@@ -64,12 +75,25 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for mode in args.modes:
         for frames in args.frames:
-            job = {"mode": mode, "frames": frames, "dim": args.dim, "size": args.size,
-                   "threads": args.threads, "device": args.device}
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True,
-                                  text=True, env={**os.environ, "PYTHONPATH": str(HERE)})
+            job = {
+                "mode": mode,
+                "frames": frames,
+                "dim": args.dim,
+                "size": args.size,
+                "threads": args.threads,
+                "device": args.device,
+            }
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(job)],
+                check=False,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(HERE)},
+            )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            row = json.loads(lines[0][7:]) if lines else {**job, "error": proc.stderr.strip()[-300:]}
+            row = (
+                json.loads(lines[0][7:]) if lines else {**job, "error": proc.stderr.strip()[-300:]}
+            )
             rows.append(row)
             logger.info("%s", json.dumps(row))
     key = "cuda_call_peak_mib" if args.device == "cuda" else "call_peak_rss_mib"
@@ -79,15 +103,21 @@ def main(argv: list[str] | None = None) -> None:
     for mode in args.modes:
         if (mode, lo) in by and (mode, hi) in by:
             ratio = by[(mode, hi)][key] / by[(mode, lo)][key]
-            summary.append(f"{mode}: memory F={hi} / F={lo} = {ratio:.2f} (linear would be {hi / lo:.0f}, "
-                           f"goal <= {1.2 * hi / lo:.1f}); time ratio "
-                           f"{by[(mode, hi)]['wall_s'] / by[(mode, lo)]['wall_s']:.2f}")
+            summary.append(
+                f"{mode}: memory F={hi} / F={lo} = {ratio:.2f} (linear would be {hi / lo:.0f}, "
+                f"goal <= {1.2 * hi / lo:.1f}); time ratio "
+                f"{by[(mode, hi)]['wall_s'] / by[(mode, lo)]['wall_s']:.2f}"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attention.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows,
-                                                         "summary": summary}, indent=2))
+    (args.out / "attention.json").write_text(
+        json.dumps({"command": " ".join(sys.argv), "rows": rows, "summary": summary}, indent=2)
+    )
     table = ["| mode | frames | wall s | peak MiB during call |", "|---|---:|---:|---:|"]
-    table += [f"| {r['mode']} | {r['frames']} | {r.get('wall_s', float('nan')):.3f} | "
-              f"{r.get(key, float('nan')):.1f} |" for r in rows]
+    table += [
+        f"| {r['mode']} | {r['frames']} | {r.get('wall_s', float('nan')):.3f} | "
+        f"{r.get(key, float('nan')):.1f} |"
+        for r in rows
+    ]
     sys.stdout.write("\n".join(table + summary) + "\n")
 
 

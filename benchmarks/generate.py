@@ -32,27 +32,48 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-
 from workloads import IMPLS, PRESET_NAMES, STAGES, Spec
 
 logger = logging.getLogger("benchmarks.generate")
 HERE = Path(__file__).resolve().parent
-DEFAULT_GOLDEN = Path(os.environ.get("TALKINGHEAD_SHARED", HERE.parent.parent / "shared")) / "golden"
+DEFAULT_GOLDEN = (
+    Path(os.environ.get("TALKINGHEAD_SHARED", HERE.parent.parent / "shared")) / "golden"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--presets", nargs="+", default=["reduced-golden"], choices=PRESET_NAMES)
     p.add_argument("--frames", nargs="+", type=int, default=[50, 200, 800, 3200])
     p.add_argument("--stages", nargs="+", default=["ddim", "decode", "e2e"], choices=STAGES)
-    p.add_argument("--impls", nargs="+", default=["ours", "ours-faithful", "official"], choices=IMPLS)
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps (official: 20; use 3-5 on CPU)")
-    p.add_argument("--official", type=Path, default=None,
-                   help="checkout of Hanbo-Cheng/DAWN-pytorch (needs einops-exts, rotary-embedding-torch==0.3.5)")
-    p.add_argument("--max-frames", nargs="*", default=[], metavar="IMPL=N",
-                   help="skip IMPL above N frames, e.g. official=200 ours-faithful=800 (O(F^2) memory)")
-    p.add_argument("--check-frames", nargs="*", type=int, default=[200],
-                   help="frame counts at which outputs of ours / official are compared")
+    p.add_argument(
+        "--impls", nargs="+", default=["ours", "ours-faithful", "official"], choices=IMPLS
+    )
+    p.add_argument(
+        "--steps", type=int, default=20, help="DDIM steps (official: 20; use 3-5 on CPU)"
+    )
+    p.add_argument(
+        "--official",
+        type=Path,
+        default=None,
+        help="checkout of Hanbo-Cheng/DAWN-pytorch (needs einops-exts, rotary-embedding-torch==0.3.5)",
+    )
+    p.add_argument(
+        "--max-frames",
+        nargs="*",
+        default=[],
+        metavar="IMPL=N",
+        help="skip IMPL above N frames, e.g. official=200 ours-faithful=800 (O(F^2) memory)",
+    )
+    p.add_argument(
+        "--check-frames",
+        nargs="*",
+        type=int,
+        default=[200],
+        help="frame counts at which outputs of ours / official are compared",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--decode-batch", type=int, default=16)
@@ -76,28 +97,52 @@ def _limits(items: list[str]) -> dict[str, int]:
     return out
 
 
+def official_attention_gib(preset: str, frames: int) -> float:
+    """Estimated peak of the official O(F^2) temporal attention (dawn_spec.md §4.2): ~3 live
+    float32 (pixels, 8 heads, F, F) logits tensors at the latent resolution S/4."""
+    side = (256 if preset == "dawn-256" else 128) // 4
+    return 3 * 4 * side * side * 8 * frames**2 / 2**30
+
+
+def available_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info()[0] / 2**30
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
 def run_one(spec: Spec, timeout: float) -> dict[str, object]:
     """One measurement in a fresh interpreter; failures (e.g. out of memory) become a row too."""
     cmd = [sys.executable, str(HERE / "workloads.py"), json.dumps(asdict(spec))]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(HERE)}
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE
+        )
     except subprocess.TimeoutExpired:
         return {**asdict(spec), "error": f"timeout after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     reason = "killed (out of memory?)" if proc.returncode < 0 else " | ".join(tail)
-    return {**asdict(spec), "error": f"exit {proc.returncode} after {time.perf_counter() - start:.0f} s: {reason}"}
+    return {
+        **asdict(spec),
+        "error": f"exit {proc.returncode} after {time.perf_counter() - start:.0f} s: {reason}",
+    }
 
 
 def compare(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Max abs / rel error of every saved output against the official one of the same configuration."""
     out = []
-    saved = {(r["impl"], r["preset"], r["stage"], r["frames"]): r["save"] for r in rows
-             if r.get("save") and "error" not in r and Path(str(r["save"])).is_file()}
+    saved = {
+        (r["impl"], r["preset"], r["stage"], r["frames"]): r["save"]
+        for r in rows
+        if r.get("save") and "error" not in r and Path(str(r["save"])).is_file()
+    }
     for (impl, preset, stage, frames), path in saved.items():
         ref_path = saved.get(("official", preset, stage, frames))
         if impl == "official" or ref_path is None:
@@ -106,21 +151,36 @@ def compare(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         for name in sorted(set(ours) & set(ref)):
             diff = (ours[name].double() - ref[name].double()).abs().max().item()
             scale = ref[name].double().abs().max().item()
-            out.append({"impl": impl, "preset": preset, "stage": stage, "frames": frames, "tensor": name,
-                        "max_abs": diff, "max_rel": diff / scale if scale else float("nan")})
+            out.append(
+                {
+                    "impl": impl,
+                    "preset": preset,
+                    "stage": stage,
+                    "frames": frames,
+                    "tensor": name,
+                    "max_abs": diff,
+                    "max_rel": diff / scale if scale else float("nan"),
+                }
+            )
     return out
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
     head = "| preset | stage | frames | impl | wall s | call peak RSS MiB | process peak RSS MiB | CUDA peak MiB |"
     lines = [head, "|---|---|---:|---|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["preset"], r["stage"], r["frames"], IMPLS.index(r["impl"]))):
+    for r in sorted(
+        rows, key=lambda r: (r["preset"], r["stage"], r["frames"], IMPLS.index(r["impl"]))
+    ):
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r['stage']} | {r['frames']} | {r['impl']} | {r['error']} | | | |")
+            lines.append(
+                f"| {r['preset']} | {r['stage']} | {r['frames']} | {r['impl']} | {r['error']} | | | |"
+            )
             continue
         cuda = f"{r['cuda_call_peak_mib']:.0f}" if "cuda_call_peak_mib" in r else "-"
-        lines.append(f"| {r['preset']} | {r['stage']} | {r['frames']} | {r['impl']} | {r['wall_s']:.2f} | "
-                     f"{r['call_peak_rss_mib']:.0f} | {r['process_peak_rss_mib']:.0f} | {cuda} |")
+        lines.append(
+            f"| {r['preset']} | {r['stage']} | {r['frames']} | {r['impl']} | {r['wall_s']:.2f} | "
+            f"{r['call_peak_rss_mib']:.0f} | {r['process_peak_rss_mib']:.0f} | {cuda} |"
+        )
     return "\n".join(lines)
 
 
@@ -147,14 +207,21 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise SystemExit("the plot needs matplotlib (benchmark only): pip install matplotlib, "
-                         "or pass --no-plot") from err
+        raise SystemExit(
+            "the plot needs matplotlib (benchmark only): pip install matplotlib, or pass --no-plot"
+        ) from err
     groups = sorted({(r["preset"], r["stage"]) for r in rows if "error" not in r})
-    fig, axes = plt.subplots(2, max(1, len(groups)), figsize=(4.5 * max(1, len(groups)), 7), squeeze=False)
+    fig, axes = plt.subplots(
+        2, max(1, len(groups)), figsize=(4.5 * max(1, len(groups)), 7), squeeze=False
+    )
     for col, (preset, stage) in enumerate(groups):
         for impl in IMPLS:
-            pts = sorted((r["frames"], r["wall_s"], r["call_peak_rss_mib"]) for r in rows
-                         if "error" not in r and (r["preset"], r["stage"], r["impl"]) == (preset, stage, impl))
+            pts = sorted(
+                (r["frames"], r["wall_s"], r["call_peak_rss_mib"])
+                for r in rows
+                if "error" not in r
+                and (r["preset"], r["stage"], r["impl"]) == (preset, stage, impl)
+            )
             if not pts:
                 continue
             f, t, m = zip(*pts)
@@ -185,38 +252,91 @@ def main(argv: list[str] | None = None) -> None:
         for stage in args.stages:
             for frames in args.frames:
                 for impl in impls:
-                    if frames > limits.get(impl, frames) or (impl == "official" and preset == "tiny"):
+                    if frames > limits.get(impl, frames) or (
+                        impl == "official" and preset == "tiny"
+                    ):
+                        continue
+                    if (
+                        impl == "official"
+                        and stage != "decode"
+                        and official_attention_gib(preset, frames) > available_gib(args.device)
+                    ):
+                        # would be killed for memory (and starve whatever else runs on the machine)
+                        rows.append(
+                            {
+                                "impl": impl,
+                                "preset": preset,
+                                "stage": stage,
+                                "frames": frames,
+                                "error": f"skipped: needs ~{official_attention_gib(preset, frames):.0f} GiB "
+                                "for its O(F^2) attention",
+                            }
+                        )
                         continue
                     check = frames in args.check_frames and args.official is not None
                     spec = Spec(
-                        impl=impl, preset=preset, stage=stage, frames=frames, steps=args.steps,
-                        threads=args.threads, device=args.device, seed=args.seed,
-                        decode_batch=args.decode_batch, golden_dir=str(args.golden_dir.resolve()),
+                        impl=impl,
+                        preset=preset,
+                        stage=stage,
+                        frames=frames,
+                        steps=args.steps,
+                        threads=args.threads,
+                        device=args.device,
+                        seed=args.seed,
+                        decode_batch=args.decode_batch,
+                        golden_dir=str(args.golden_dir.resolve()),
                         official=str(args.official) if args.official else None,
-                        save=str(args.out / f"out_{impl}_{preset}_{stage}_{frames}.safetensors") if check else None,
+                        save=str(args.out / f"out_{impl}_{preset}_{stage}_{frames}.safetensors")
+                        if check
+                        else None,
                         autocast=args.autocast if impl == "ours" else "none",
                         compile=args.compile and impl == "ours",
                     )
                     row = run_one(spec, args.timeout)
                     rows.append(row)
-                    logger.info("%s", json.dumps({k: row.get(k) for k in (
-                        "impl", "preset", "stage", "frames", "wall_s", "call_peak_rss_mib",
-                        "process_peak_rss_mib", "error")}))
+                    logger.info(
+                        "%s",
+                        json.dumps(
+                            {
+                                k: row.get(k)
+                                for k in (
+                                    "impl",
+                                    "preset",
+                                    "stage",
+                                    "frames",
+                                    "wall_s",
+                                    "call_peak_rss_mib",
+                                    "process_peak_rss_mib",
+                                    "error",
+                                )
+                            }
+                        ),
+                    )
     errors = compare(rows)
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
-                    "device": args.device, "loadavg_at_end": os.getloadavg()},
-        "rows": rows, "equality": errors, "ratios": ratios(rows),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "device": args.device,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "rows": rows,
+        "equality": errors,
+        "ratios": ratios(rows),
     }
     (args.out / "generate.json").write_text(json.dumps(report, indent=2))
     sys.stdout.write(format_table(rows) + "\n")
     for line in report["ratios"]:
         sys.stdout.write(line + "\n")
     for e in errors:
-        sys.stdout.write(f"equality {e['preset']} {e['stage']} F={e['frames']} {e['impl']} vs official, "
-                         f"{e['tensor']}: max abs {e['max_abs']:.3g}, max rel {e['max_rel']:.3g}\n")
+        sys.stdout.write(
+            f"equality {e['preset']} {e['stage']} F={e['frames']} {e['impl']} vs official, "
+            f"{e['tensor']}: max abs {e['max_abs']:.3g}, max rel {e['max_rel']:.3g}\n"
+        )
     if not args.no_plot and rows:
         plot(rows, args.out / "generate.png")
 

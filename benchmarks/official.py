@@ -27,12 +27,9 @@ from pathlib import Path
 import torch
 import yaml
 from torch import Tensor, nn
-
 from workloads import Inputs, Spec, configs, make_inputs, measure, noise_draws, state_dicts
 
-FLOW_DIFFUSION = (
-    "DM_3.modules.video_flow_diffusion_model_multiGPU_v0_crema_vgg_floss_plus_faceemb_flow_fast_init_cond_test"
-)
+FLOW_DIFFUSION = "DM_3.modules.video_flow_diffusion_model_multiGPU_v0_crema_vgg_floss_plus_faceemb_flow_fast_init_cond_test"
 NEEDS = "pip install einops-exts rotary-embedding-torch==0.3.5"
 
 
@@ -85,15 +82,27 @@ def _lfg_yaml(root: Path, spec: Spec, work: Path) -> Path:
     _, _, f = configs(spec.preset, Path(spec.golden_dir))
     mp = cfg["model_params"]
     mp["num_regions"] = f.num_regions
-    mp["generator_params"].update(block_expansion=f.block_expansion, max_features=f.max_features,
-                                  num_down_blocks=f.num_down_blocks,
-                                  num_bottleneck_blocks=f.num_bottleneck_blocks)
+    mp["generator_params"].update(
+        block_expansion=f.block_expansion,
+        max_features=f.max_features,
+        num_down_blocks=f.num_down_blocks,
+        num_bottleneck_blocks=f.num_bottleneck_blocks,
+    )
     mp["generator_params"]["pixelwise_flow_predictor_params"].update(
-        block_expansion=f.flow_block_expansion, max_features=f.flow_max_features, num_blocks=f.flow_num_blocks)
-    mp["region_predictor_params"].update(block_expansion=f.region_block_expansion,
-                                         max_features=f.region_max_features, num_blocks=f.region_num_blocks)
-    mp["bg_predictor_params"].update(block_expansion=f.bg_block_expansion, max_features=f.bg_max_features,
-                                     num_blocks=f.bg_num_blocks)
+        block_expansion=f.flow_block_expansion,
+        max_features=f.flow_max_features,
+        num_blocks=f.flow_num_blocks,
+    )
+    mp["region_predictor_params"].update(
+        block_expansion=f.region_block_expansion,
+        max_features=f.region_max_features,
+        num_blocks=f.region_num_blocks,
+    )
+    mp["bg_predictor_params"].update(
+        block_expansion=f.bg_block_expansion,
+        max_features=f.bg_max_features,
+        num_blocks=f.bg_num_blocks,
+    )
     path = work / "lfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -105,11 +114,18 @@ def build_official(spec: Spec, device: torch.device, work: Path) -> nn.Module:
     fd = import_official(root, device)
     _, ucfg, _ = configs(spec.preset, Path(spec.golden_dir))
     if spec.preset == "tiny":
-        raise ValueError("the official code hard-codes 275 input channels and 1032-d conditions: no tiny preset")
+        raise ValueError(
+            "the official code hard-codes 275 input channels and 1032-d conditions: no tiny preset"
+        )
     sds = state_dicts(spec.preset, Path(spec.golden_dir), spec.seed)
     ckpt = work / "lfg.pth"
-    torch.save({part: {k[len(part) + 1:]: v for k, v in sds["lfg"].items() if k.startswith(part + ".")}
-                for part in ("generator", "region_predictor", "bg_predictor")}, ckpt)
+    torch.save(
+        {
+            part: {k[len(part) + 1 :]: v for k, v in sds["lfg"].items() if k.startswith(part + ".")}
+            for part in ("generator", "region_predictor", "bg_predictor")
+        },
+        ckpt,
+    )
 
     unet_cls = fd.DynamicNfUnet3D
 
@@ -119,13 +135,20 @@ def build_official(spec: Spec, device: torch.device, work: Path) -> nn.Module:
 
     fd.DynamicNfUnet3D = with_dim
     model = fd.FlowDiffusion(
-        sampling_timesteps=spec.steps, ddim_sampling_eta=1.0, pose_dim=6, is_train=True, win_width=40,
-        config_pth=str(_lfg_yaml(root, spec, work)), pretrained_pth=str(ckpt),
+        sampling_timesteps=spec.steps,
+        ddim_sampling_eta=1.0,
+        pose_dim=6,
+        is_train=True,
+        win_width=40,
+        config_pth=str(_lfg_yaml(root, spec, work)),
+        pretrained_pth=str(ckpt),
     )
     missing, unexpected = model.unet.load_state_dict(sds["unet"], strict=False)
     constant = [k for k in missing if not k.endswith("rotary_emb.freqs")]
     if constant or unexpected:
-        raise RuntimeError(f"official UNet keys differ: missing {constant[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"official UNet keys differ: missing {constant[:5]}, unexpected {unexpected[:5]}"
+        )
     model.face_loc_emb.load_state_dict(sds["face_loc"], strict=True)
     model.update_num_frames(spec.frames)
     return model.to(device).eval()
@@ -157,12 +180,17 @@ def run_official(spec: Spec, device: torch.device) -> tuple[dict[str, float], di
 
     def stage_ddim() -> None:
         with _InjectedNoise(noise_draws(shape, spec.steps, spec.seed, device)):
-            result["latent"] = model.diffusion.sample(fea, loc, cond=x.cond(), batch_size=1, cond_scale=1.0)
+            result["latent"] = model.diffusion.sample(
+                fea, loc, cond=x.cond(), batch_size=1, cond_scale=1.0
+            )
 
     def stage_decode() -> None:
         frames = [
-            model.generator.forward_with_flow(source_image=x.image, optical_flow=x.flow[i : i + 1],
-                                              occlusion_map=x.occlusion[i : i + 1])["prediction"]
+            model.generator.forward_with_flow(
+                source_image=x.image,
+                optical_flow=x.flow[i : i + 1],
+                occlusion_map=x.occlusion[i : i + 1],
+            )["prediction"]
             for i in range(spec.frames)
         ]
         result["video"] = torch.cat(frames)
@@ -170,14 +198,24 @@ def run_official(spec: Spec, device: torch.device) -> tuple[dict[str, float], di
     def stage_e2e() -> None:
         with _InjectedNoise(noise_draws(shape, spec.steps, spec.seed, device)):
             out = model.sample_one_video(
-                sample_img=x.image, sample_audio_hubert=x.audio, sample_pose=x.pose, sample_eye=x.eye,
-                sample_bbox=x.bbox.clone(), cond_scale=1.0, init_pose=x.init_pose, init_eye=x.init_eye,
+                sample_img=x.image,
+                sample_audio_hubert=x.audio,
+                sample_pose=x.pose,
+                sample_eye=x.eye,
+                sample_bbox=x.bbox.clone(),
+                cond_scale=1.0,
+                init_pose=x.init_pose,
+                init_eye=x.init_eye,
             )
-        result["latent"] = torch.cat([out["sample_vid_grid"], out["sample_vid_conf"] * 2 - 1], dim=1)
+        result["latent"] = torch.cat(
+            [out["sample_vid_grid"], out["sample_vid_conf"] * 2 - 1], dim=1
+        )
         result["video"] = out["sample_out_vid"][0].transpose(0, 1)  # -> (F, 3, S, S)
 
     with torch.no_grad():
         fea = model.generator.compute_fea(x.image)
         loc = model.face_loc_emb(model.generate_bbox_mask(x.bbox.clone(), size=res))
-        stats = measure({"ddim": stage_ddim, "decode": stage_decode, "e2e": stage_e2e}[spec.stage], device)
+        stats = measure(
+            {"ddim": stage_ddim, "decode": stage_decode, "e2e": stage_e2e}[spec.stage], device
+        )
     return stats, result

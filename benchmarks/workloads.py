@@ -27,7 +27,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,11 @@ def configs(preset: str, golden_dir: Path) -> tuple[int, UNet3DConfig, FlowAECon
     if preset == REDUCED:
         unet_sd = unet_state_dict(load_file(str(golden_dir / "a2v128_reduced.safetensors")))
         lfg_sd = load_file(str(golden_dir / "lfg128_reduced.safetensors"))
-        return 128, unet3d.config_from_state_dict(unet_sd), flow_autoencoder.config_from_state_dict(lfg_sd)
+        return (
+            128,
+            unet3d.config_from_state_dict(unet_sd),
+            flow_autoencoder.config_from_state_dict(lfg_sd),
+        )
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} must be one of {PRESET_NAMES}")
     cfg = PRESETS[preset]
@@ -88,7 +92,7 @@ def configs(preset: str, golden_dir: Path) -> tuple[int, UNet3DConfig, FlowAECon
 
 def state_dicts(preset: str, golden_dir: Path, seed: int) -> dict[str, dict[str, Tensor]]:
     """Weights shared by every implementation: golden for reduced-golden, else seeded random."""
-    res, ucfg, fcfg = configs(preset, golden_dir)
+    _, ucfg, fcfg = configs(preset, golden_dir)
     if preset == REDUCED:
         return {
             "unet": unet_state_dict(load_file(str(golden_dir / "a2v128_reduced.safetensors"))),
@@ -127,7 +131,9 @@ class Inputs:
 def make_inputs(res: int, ucfg: UNet3DConfig, frames: int, seed: int) -> Inputs:
     g = torch.Generator().manual_seed(seed + 1)
     h = res // 4
-    ident = torch.stack(torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="xy"), -1)
+    ident = torch.stack(
+        torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="xy"), -1
+    )
     return Inputs(
         image=torch.rand(1, 3, res, res, generator=g),
         audio=torch.randn(1, frames, ucfg.audio_dim, generator=g),
@@ -141,7 +147,9 @@ def make_inputs(res: int, ucfg: UNet3DConfig, frames: int, seed: int) -> Inputs:
     )
 
 
-def noise_draws(shape: tuple[int, ...], count: int, seed: int, device: torch.device) -> Iterator[Tensor]:
+def noise_draws(
+    shape: tuple[int, ...], count: int, seed: int, device: torch.device
+) -> Iterator[Tensor]:
     """The sampler's draws (x_T, then one per noisy step), made lazily from one seeded stream."""
     g = torch.Generator().manual_seed(seed + 2)
     for _ in range(count):
@@ -167,7 +175,7 @@ def reset_peak(device: torch.device) -> float:
     return _status_kib("VmRSS") / 1024
 
 
-def measure(fn, device: torch.device) -> dict[str, float]:  # noqa: ANN001 - any zero-arg callable
+def measure(fn: Callable[[], object], device: torch.device) -> dict[str, float]:
     base = reset_peak(device)
     cuda_base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
     start = time.perf_counter()
@@ -223,8 +231,13 @@ def run_ours(spec: Spec, device: torch.device) -> tuple[dict[str, float], dict[s
             return eps.float()
 
         return ddim_sample(
-            denoise, shape, ddim_timesteps(spec.steps), cosine_alphas_cumprod(dtype=torch.float64),
-            eta=1.0, faithful=True, noise=noise_draws(shape, spec.steps, spec.seed, device),
+            denoise,
+            shape,
+            ddim_timesteps(spec.steps),
+            cosine_alphas_cumprod(dtype=torch.float64),
+            eta=1.0,
+            faithful=True,
+            noise=noise_draws(shape, spec.steps, spec.seed, device),
             device=device,
         )
 

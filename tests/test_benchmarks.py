@@ -18,21 +18,49 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _run(script: str, *args: str) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
-    _run("generate.py", "--presets", "tiny", "--frames", "6", "--stages", "ddim", "decode",
-         "--impls", "ours", "ours-faithful", "official", "--steps", "1", "--threads", "1",
-         "--golden-dir", str(golden_dir), "--no-plot", "--out", str(tmp_path))
+    _run(
+        "generate.py",
+        "--presets",
+        "tiny",
+        "--frames",
+        "6",
+        "--stages",
+        "ddim",
+        "decode",
+        "--impls",
+        "ours",
+        "ours-faithful",
+        "official",
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+        "--golden-dir",
+        str(golden_dir),
+        "--no-plot",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "generate.json").read_text())
     rows = report["rows"]
     # official is skipped without --official; 2 impls x 2 stages
     assert sorted((r["impl"], r["stage"]) for r in rows) == [
-        ("ours", "ddim"), ("ours", "decode"), ("ours-faithful", "ddim"), ("ours-faithful", "decode")
+        ("ours", "ddim"),
+        ("ours", "decode"),
+        ("ours-faithful", "ddim"),
+        ("ours-faithful", "decode"),
     ]
     for r in rows:
         assert "error" not in r, r
@@ -43,11 +71,26 @@ def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_attention_micro_benchmark(tmp_path: Path) -> None:
-    _run("attention.py", "--frames", "8", "24", "--size", "2", "--dim", "8", "--threads", "1",
-         "--out", str(tmp_path))
+    _run(
+        "attention.py",
+        "--frames",
+        "8",
+        "24",
+        "--size",
+        "2",
+        "--dim",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "attention.json").read_text())
     assert {(r["mode"], r["frames"]) for r in report["rows"]} == {
-        ("local", 8), ("local", 24), ("full", 8), ("full", 24)
+        ("local", 8),
+        ("local", 24),
+        ("full", 8),
+        ("full", 24),
     }
     assert all("error" not in r and r["wall_s"] > 0 for r in report["rows"])
     assert len(report["summary"]) == 2
