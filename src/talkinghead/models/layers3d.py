@@ -246,9 +246,18 @@ class SpatialLinearAttention(nn.Module):
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, max_elements: int = 1 << 24) -> Tensor:
         b, _, _, h, w = x.shape
         frames = rearrange(x, "b c f h w -> (b f) c h w")
+        # frames are independent: chunk them so the (3 * hidden, h, w) projections of a chunk stay
+        # below max_elements, making the peak memory independent of the clip length
+        chunk = max(1, max_elements // (self.to_qkv.out_channels * h * w))
+        out = torch.cat([self._attend(part) for part in frames.split(chunk)], dim=0)
+        return rearrange(out, "(b f) c h w -> b c f h w", b=b)
+
+    def _attend(self, frames: Tensor) -> Tensor:
+        """frames: (N, dim, h, w) -> (N, dim, h, w)."""
+        h, w = frames.shape[-2:]
         q, k, v = rearrange(
             self.to_qkv(frames), "n (three h c) x y -> three n h c (x y)", three=3, h=self.heads
         )
@@ -256,8 +265,7 @@ class SpatialLinearAttention(nn.Module):
         k = k.softmax(dim=-1)
         context = torch.einsum("nhdp,nhep->nhde", k, v)
         out = torch.einsum("nhde,nhdp->nhep", context, q)
-        out = self.to_out(rearrange(out, "n h c (x y) -> n (h c) x y", x=h, y=w))
-        return rearrange(out, "(b f) c h w -> b c f h w", b=b)
+        return self.to_out(rearrange(out, "n h c (x y) -> n (h c) x y", x=h, y=w))
 
 
 class MultiHeadAttention(nn.Module):
