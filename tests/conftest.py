@@ -53,3 +53,15 @@ def max_rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |a - e| / max |e|: one number per tensor, robust to entries near zero."""
     scale = expected.abs().max().clamp_min(1e-12)
     return float((actual.double() - expected.double()).abs().max() / scale)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.weights`` runs only when TALKINGHEAD_WEIGHTS names real official weights;
+    ``@pytest.mark.gpu`` only when CUDA is present."""
+    skip_weights = pytest.mark.skip(reason="set TALKINGHEAD_WEIGHTS to the official DAWN download")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "weights" in item.keywords and not os.environ.get("TALKINGHEAD_WEIGHTS"):
+            item.add_marker(skip_weights)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
