@@ -154,6 +154,40 @@ PRESETS: dict[str, DawnConfig] = {
             window=4,
         ),
     ),
+    # The packaged demo model (talkinghead demo): 64 px, log-mel audio, trained on synthetic faces
+    # on a CPU in minutes; all components together stay well under 25 MB.
+    "demo": DawnConfig(
+        resolution=64,
+        flow_ae=FlowAEConfig(
+            block_expansion=32,
+            max_features=128,
+            num_bottleneck_blocks=2,
+            flow_block_expansion=16,
+            flow_max_features=128,
+            flow_num_blocks=3,
+            region_block_expansion=16,
+            region_max_features=128,
+            region_num_blocks=3,
+            bg_block_expansion=16,
+            bg_max_features=128,
+            bg_num_blocks=3,
+            num_regions=10,
+        ),
+        pose=PoseBlinkConfig(
+            audio_dim=80, latent_dim=64, audio_latent_dim=64, pose_latent_dim=32, ff_size=64,
+            num_heads=2, dim_head=16, rotary_dim=2, num_buckets=32, max_distance=32,
+        ),
+        blink=PoseBlinkConfig(
+            motion_dim=2, audio_dim=80, latent_dim=64, audio_latent_dim=64, pose_latent_dim=32,
+            ff_size=64, num_heads=2, dim_head=16, rotary_dim=2, num_buckets=32, max_distance=32,
+        ),
+        unet=UNet3DConfig(
+            dim=32, dim_mults=(1, 2, 4), feature_channels=128, face_loc_channels=16, audio_dim=80,
+            attn_heads=4, attn_dim_head=16, cross_attn_heads=4, cross_attn_dim_head=8,
+            init_kernel_size=5, resnet_groups=8, rel_pos_buckets=32, rel_pos_max_distance=32,
+            window=40,
+        ),
+    ),
 }
 
 
