@@ -1,4 +1,4 @@
-"""DDIM sampling of A2V-FDM as a function over a denoiser callable (dawn_spec.md §1.4 step 8, §7 item 9).
+"""Samplers of A2V-FDM as functions over a denoiser callable (dawn_spec.md §1.4 step 8, §7 item 9).
 
 ``ddim_sample(denoise_fn, x_T, timesteps, alphas_cumprod)`` runs the official update with dynamic thresholding
 (Imagen, percentile 0.9 over the whole video of each batch item). ``denoise_fn(x, t) -> eps`` receives the noisy
@@ -15,11 +15,15 @@ Two update rules:
 In both modes eps is *not* re-derived from the clipped x0 (as the official code). Random draws, in order: x_T
 (only when a shape is passed) then one per step that adds noise; they come from ``noise`` (an iterable of
 tensors, e.g. recorded official draws) or else ``torch.randn(..., generator=generator)``.
+
+``dpmpp_2m_sample`` is an optional fewer-step sampler (DPM-Solver++(2M), Lu et al. 2022) over the same
+``denoise_fn``, schedule and thresholding; it is never the default (quality cost: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -244,5 +248,101 @@ def ddim_sample(
         logger.debug("DDIM step %d: t=%d -> %d", i, t, t_next)
         if callback is not None:
             callback(DDIMStep(i, t, t_next, x, eps, x0_raw, raw, x0, x_next))
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m_sample(
+    denoise_fn: DenoiseFn,
+    x_T: Tensor | Sequence[int],
+    timesteps: Sequence[tuple[int, int]],
+    alphas_cumprod: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Iterable[Tensor] | None = None,
+    threshold_quantile: float | None = 0.9,
+    clip_x0: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    callback: Callable[[DDIMStep], None] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): a deterministic second-order multistep ODE solver.
+
+    A fewer-step alternative to DDIM (not the official sampler; its quality cost is measured in
+    ``benchmarks/sampler_quality.py``). It is a data-prediction solver: x0 is predicted from eps as in DDIM and
+    dynamically thresholded the same way, then, with ``α = sqrt(ᾱ)``, ``σ = sqrt(1 − ᾱ)``, ``λ = log(α/σ)``
+    and ``h = λ_{t_next} − λ_t``::
+
+        D = x0                                            (first step and last step: first order = DDIM, η=0)
+        D = (1 + 1/(2r))·x0 − 1/(2r)·x0_prev,  r = h_prev / h    (otherwise)
+        x = (σ_{t_next}/σ_t)·x − α_{t_next}·(e^{−h} − 1)·D
+
+    The last step lands on clean data (σ = 0), where the update reduces to ``x = D = x0``. The noise level of
+    the state at time t is ᾱ_t (the "correct" DDIM convention; there is no faithful mode).
+
+    Args:
+        denoise_fn: ``(x (B, C, F, H, W), t (B,) int64) -> eps`` of x's shape.
+        x_T: the initial noise, or a shape to draw it (the only random draw).
+        timesteps: (t, t_next) pairs as for ``ddim_sample``, e.g. ``schedules.ddim_timesteps(10)``.
+        alphas_cumprod: (T,) ᾱ of the training schedule; coefficients are computed in float64.
+        generator: RNG for x_T when ``noise`` is None.
+        noise: injected draws (only x_T, when a shape is given).
+        threshold_quantile: dynamic-thresholding percentile; None clips statically to [−1, 1].
+        clip_x0: False disables any clipping of x0.
+        device, dtype: where/what to draw x_T when a shape is given (default: ``alphas_cumprod.device``).
+        callback: called with a ``DDIMStep`` after every step (``x0`` is the thresholded prediction, not D).
+        progress: show a tqdm bar.
+
+    Returns:
+        x: (B, C, F, H, W) the final sample.
+    """
+    if alphas_cumprod.ndim != 1:
+        raise ValueError(f"alphas_cumprod must be 1-D, got shape {tuple(alphas_cumprod.shape)}")
+    _check_timesteps(timesteps, alphas_cumprod.shape[0], faithful=False)
+    draws = iter(noise) if noise is not None else None
+    if isinstance(x_T, Tensor):
+        x = x_T
+    else:
+        dev = torch.device(device) if device is not None else alphas_cumprod.device
+        x = _draw(tuple(x_T), draws, generator, dev, dtype)
+    batch = x.shape[0]
+
+    ab = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)
+    alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+    lam = alpha.log() - sigma.log()
+
+    steps = list(timesteps)
+    x0_prev: Tensor | None = None
+    h_prev = 0.0
+    for i, (t, t_next) in enumerate(tqdm(steps, disable=not progress, desc="DPM-Solver++")):
+        final = i == len(steps) - 1 or t_next < 0
+        t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
+        eps = denoise_fn(x, t_batch)
+        x0_raw = (x - float(sigma[t]) * eps) / float(alpha[t])
+        raw = None
+        if not clip_x0:
+            x0 = x0_raw
+        elif threshold_quantile is not None:
+            x0, raw = dynamic_threshold(x0_raw, threshold_quantile)
+        else:
+            x0 = x0_raw.clamp(-1.0, 1.0)
+
+        if final:
+            x_next = x0  # σ_{t_next} = 0, e^{−h} = 0: the step returns the data prediction itself
+            h = math.inf
+        else:
+            h = float(lam[t_next] - lam[t])
+            if x0_prev is None:
+                d = x0
+            else:
+                half_inv_r = 0.5 * h / h_prev  # 1/(2r)
+                d = x0 * (1 + half_inv_r) - x0_prev * half_inv_r
+            x_next = x * float(sigma[t_next] / sigma[t]) - d * float(alpha[t_next] * math.expm1(-h))
+        logger.debug("DPM-Solver++ step %d: t=%d -> %d", i, t, t_next)
+        if callback is not None:
+            callback(DDIMStep(i, t, t_next, x, eps, x0_raw, raw, x0, x_next))
+        x0_prev, h_prev = x0, h
         x = x_next
     return x
