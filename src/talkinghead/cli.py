@@ -96,7 +96,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hubert", default=None, help="HuBERT folder (default: next to the weights)")
     p.add_argument("--face3d", default=None, help="3DDFA_V2 assets folder (default: next to the weights)")
     p.add_argument("--resolution", type=int, default=None, help="128 or 256 (default: what --weights holds)")
-    p.add_argument("--steps", type=int, default=G.num_steps, help="DDIM steps")
+    p.add_argument("--steps", type=int, default=G.num_steps, help="sampler steps")
+    p.add_argument("--sampler", default=G.sampler, choices=["ddim", "dpmpp-2m"],
+                   help="ddim (official) or dpmpp-2m (DPM-Solver++: ~10 steps, deterministic)")
     p.add_argument("--eta", type=float, default=G.eta, help="DDIM eta (1 = official)")
     p.add_argument("--guidance", type=float, default=G.guidance_scale, help="classifier-free guidance")
     p.add_argument("--seed", type=int, default=G.seed, help="seed (default: random, printed)")
@@ -139,6 +141,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         seed=args.seed, motion_scale=0.0 if args.still else args.motion_scale,
         blink=not args.no_blink, crop=not args.no_crop, crop_margin=args.crop_margin,
         paste_back=args.paste_back, decode_batch=args.decode_batch, faithful=args.faithful,
+        sampler=args.sampler,
     )
     try:
         # bad inputs are reported before the (slow) weights are loaded

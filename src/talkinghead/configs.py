@@ -249,3 +249,6 @@ class GenerateOptions:
     paste_back: bool = False  # animate the crop inside the original image
     decode_batch: int = 16  # frames decoded by the LFG at once
     faithful: bool = False  # replicate the official code's bugs (DDIM alphas_prev, bbox axes)
+    # "ddim" (official) | "dpmpp-2m" (DPM-Solver++(2M): fewer steps, deterministic, so eta and the faithful
+    # DDIM update do not apply; its quality cost is measured in benchmarks/RESULTS.md)
+    sampler: str = "ddim"

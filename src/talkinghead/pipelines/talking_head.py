@@ -37,7 +37,7 @@ from ..data.face import (
     paste_back,
 )
 from ..data.image import load_portrait
-from ..diffusion.samplers import ddim_sample, guided
+from ..diffusion.samplers import ddim_sample, dpmpp_2m_sample, guided
 from ..diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
 from ..hub import DawnModules
 from ..models.face_location import bbox_mask
@@ -208,7 +208,9 @@ class TalkingHeadPipeline:
         options: GenerateOptions,
         generator: torch.Generator,
     ) -> Tensor:
-        """The clip's latent (flow x, flow y, occlusion) in one DDIM pass: (1, 3, F, S/4, S/4)."""
+        """The clip's latent (flow x, flow y, occlusion) in one sampler pass: (1, 3, F, S/4, S/4)."""
+        if options.sampler not in ("ddim", "dpmpp-2m"):
+            raise ValueError(f"sampler={options.sampler!r} must be 'ddim' or 'dpmpp-2m'")
         unet = self.modules.unet
         bbox_t = torch.as_tensor(bbox, dtype=self.dtype, device=self.device)[None]
         loc = self.modules.face_loc(bbox_mask(bbox_t, self.modules.resolution, faithful=options.faithful))
@@ -228,21 +230,24 @@ class TalkingHeadPipeline:
 
         denoise_fn = guided(denoise(False), denoise(True), options.guidance_scale)
         h, w = fea.shape[-2:]
+        shape = (1, unet.cfg.latent_channels, audio.shape[0], h, w)
+        timesteps = ddim_timesteps(options.num_steps, self.config.diffusion.num_train_timesteps)
+        alphas_cumprod = cosine_alphas_cumprod(
+            self.config.diffusion.num_train_timesteps, self.config.diffusion.cosine_s,
+            dtype=torch.float64,
+        )
+        common = {
+            "generator": generator,
+            "threshold_quantile": self.config.diffusion.threshold_quantile,
+            "device": self.device,
+            "dtype": self.dtype,
+            "progress": self._progress,
+        }
+        if options.sampler == "dpmpp-2m":
+            return dpmpp_2m_sample(denoise_fn, shape, timesteps, alphas_cumprod, **common)
         return ddim_sample(
-            denoise_fn,
-            (1, unet.cfg.latent_channels, audio.shape[0], h, w),
-            ddim_timesteps(options.num_steps, self.config.diffusion.num_train_timesteps),
-            cosine_alphas_cumprod(
-                self.config.diffusion.num_train_timesteps, self.config.diffusion.cosine_s,
-                dtype=torch.float64,
-            ),
-            eta=options.eta,
-            generator=generator,
-            threshold_quantile=self.config.diffusion.threshold_quantile,
-            faithful=options.faithful,
-            device=self.device,
-            dtype=self.dtype,
-            progress=self._progress,
+            denoise_fn, shape, timesteps, alphas_cumprod,
+            eta=options.eta, faithful=options.faithful, **common,
         )
 
     @torch.no_grad()
