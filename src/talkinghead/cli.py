@@ -435,6 +435,26 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="packaged synthetic portrait + speech -> mp4 (no downloads)")
+    p.add_argument("-o", "--output", default="demo.mp4", help="output .mp4 (default demo.mp4)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import render_demo
+
+    try:
+        render_demo(args.output, seed=args.seed, steps=args.steps, progress=not args.quiet)
+    except (OSError, ValueError, RuntimeError) as err:
+        logging.getLogger(__name__).debug("demo failed", exc_info=True)
+        raise CLIError(_first_line(err)) from err
+    return 0
+
+
 def _not_yet(name: str) -> int:
     raise CLIError(f"'{name}' is not available in this build.")
 
@@ -447,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_eval_synth, _add_data,
-                _add_prepare, _add_train):
+                _add_prepare, _add_train, _add_demo):
         add(sub)
     return parser
 

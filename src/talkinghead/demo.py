@@ -1,0 +1,157 @@
+"""The packaged demo: a small DAWN trained on synthetic faces, a synthetic portrait and a speech clip.
+
+``talkinghead demo`` renders ``assets/demo/portrait.png`` speaking ``assets/demo/speech.wav`` with the
+model in ``assets/demo/model`` (preset "demo": 64 px, log-mel audio, so no HuBERT and no download).
+The portrait and speech are one synthetic clip of a seed outside the training set
+(``data.synth.synthesize_clip``; espeak-ng or the built-in formant voice), made by
+``make_demo_assets``. Its face box, head pose and eye ratios are known from the renderer, so the
+demo needs no face detector: ``KnownFace`` hands them to the pipeline in place of ``FaceAnalyzer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .configs import GenerateOptions
+from .data.face import FaceState
+from .pipelines.talking_head import TalkingHeadPipeline
+
+__all__ = [
+    "DEMO_DIR",
+    "KnownFace",
+    "demo_pipeline",
+    "make_demo_assets",
+    "render_demo",
+]
+
+logger = logging.getLogger(__name__)
+
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"
+MODEL_DIRNAME = "model"
+PORTRAIT = "portrait.png"
+SPEECH = "speech.wav"
+FACE_FILE = "portrait.json"
+DEMO_SEED = (0, 100_000)  # synth clips of the training set use (0, i) with small i
+
+
+class KnownFace:
+    """Stands in for ``data.face.FaceAnalyzer`` when the portrait's face is known in advance."""
+
+    crop_margin = 1.0
+
+    def __init__(self, state: FaceState) -> None:
+        self.state = state
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> KnownFace:
+        """Read ``portrait.json``: box [x0, y0, x1, y1, score], pose (6), eye (2), size [H, W]."""
+        data = json.loads(Path(path).read_text())
+        h, w = data["size"]
+        x0, y0, x1, y1 = data["box"][:4]
+        return cls(
+            FaceState(
+                box=np.array(data["box"], np.float64),
+                pose=np.array(data["pose"], np.float64),
+                eye=np.array(data["eye"], np.float64),
+                bbox_crop=np.array([x0, x1, y0, y1, h, w]).round().astype(np.int64),
+                crop_box=(0, 0, w, h),
+                detector="known",
+            )
+        )
+
+    def analyze(self, image: np.ndarray, name: str = "the image") -> FaceState:
+        h, w = self.state.crop_box[3], self.state.crop_box[2]
+        if image.shape[:2] != (h, w):
+            raise ValueError(f"{name} is {image.shape[:2]}, the known face belongs to a {h}x{w} image")
+        return self.state
+
+
+def make_demo_assets(
+    out_dir: str | Path, *, seed: tuple[int, int] = DEMO_SEED, seconds: float = 5.0, voice: str = "auto"
+) -> dict[str, Path]:
+    """Write the demo portrait (frame 0 of a synthetic clip), its speech and its face facts.
+
+    Args:
+        out_dir: folder for ``portrait.png``, ``speech.wav`` (16 kHz int16) and ``portrait.json``.
+        seed: synth seed; keep it outside the training set's ``(seed, index)`` range.
+        seconds: speech length.
+        voice: "auto", "espeak" or "formant" (``data.synth_voice.synthesize_speech``).
+    Returns:
+        name -> written path.
+    """
+    import cv2
+    from scipy.io import wavfile
+
+    from .data.synth import synthesize_clip
+    from .data.synth_voice import SAMPLE_RATE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = synthesize_clip(list(seed), seconds, 64, voice)
+    frame = clip.frames[0]
+    h, w = frame.shape[:2]
+    x_min, x_max, y_min, y_max = (float(v) for v in clip.bbox[0][:4])
+    face = {
+        "box": [x_min, y_min, x_max, y_max, 1.0],
+        "pose": [float(v) for v in clip.pose[0]],
+        "eye": [float(v) for v in clip.eye[0]],
+        "size": [h, w],
+        "seed": list(seed),
+        "voice": clip.voice,
+    }
+    paths = {"portrait": out / PORTRAIT, "speech": out / SPEECH, "face": out / FACE_FILE}
+    cv2.imwrite(str(paths["portrait"]), frame[:, :, ::-1])
+    pcm = np.clip(np.round(clip.audio * 32767), -32768, 32767).astype(np.int16)
+    wavfile.write(paths["speech"], SAMPLE_RATE, pcm)
+    paths["face"].write_text(json.dumps(face, indent=2) + "\n")
+    return paths
+
+
+def demo_pipeline(demo_dir: str | Path = DEMO_DIR, device: str = "cpu") -> TalkingHeadPipeline:
+    """The packaged model with the packaged portrait's known face (no detector, no HuBERT)."""
+    from .hub import load_model_dir, read_model_json
+
+    demo_dir = Path(demo_dir)
+    model_dir = demo_dir / MODEL_DIRNAME
+    kind = read_model_json(model_dir).get("audio_features", "hubert")
+    if kind != "logmel":
+        raise ValueError(f"{model_dir} needs {kind} audio features; the demo runs on log-mel only")
+    return TalkingHeadPipeline(
+        load_model_dir(model_dir, device=device),
+        audio_encoder=None,
+        face_analyzer=KnownFace.from_json(demo_dir / FACE_FILE),  # type: ignore[arg-type]
+        audio_features="logmel",
+    )
+
+
+def render_demo(
+    output: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    demo_dir: str | Path = DEMO_DIR,
+    device: str = "cpu",
+    progress: bool = False,
+) -> int:
+    """Render the demo portrait speaking the demo speech into ``output`` (mp4 with audio).
+
+    Returns:
+        the number of frames written (25 fps, as long as the speech).
+    """
+    from .outputs import save_result
+
+    demo_dir = Path(demo_dir)
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise ValueError(f"the output folder {output.parent} does not exist")
+    pipe = demo_pipeline(demo_dir, device)
+    options = GenerateOptions(num_steps=steps, seed=seed, crop=False)
+    speech = demo_dir / SPEECH
+    result = pipe(image=demo_dir / PORTRAIT, audio=speech, options=options, progress=progress)
+    count = save_result(result, output, audio_path=speech)
+    logger.info("wrote %s (%d frames, %.2f s, seed %d)", output, count, count / result.fps, seed)
+    return count
