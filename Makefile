@@ -1,10 +1,10 @@
-# Two entry points for a newcomer (see README): `make run` and `make test`.
+# Entry points for a newcomer (see README): `make demo`, `make run` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= talk.mp4
 
-.PHONY: setup test lint run
+.PHONY: setup test lint run demo
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ setup: $(BIN)/talkinghead
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+# The packaged demo model speaks the packaged clip -> demo.mp4 (CPU, no downloads).
+demo: setup
+	$(BIN)/talkinghead demo -o demo.mp4
 
 lint: setup
 	$(BIN)/ruff check src tests
