@@ -137,6 +137,20 @@ def _draw(
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 
+
+def _initial_state(
+    x_T: Tensor | Sequence[int],
+    noise: Iterable[Tensor] | None,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Iterator[Tensor] | None]:
+    """The starting latent (given, or the first draw) and the iterator of the remaining draws."""
+    draws = iter(noise) if noise is not None else None
+    if isinstance(x_T, Tensor):
+        return x_T, draws
+    return _draw(tuple(x_T), draws, generator, torch.device(device), dtype), draws
+
 def _check_timesteps(timesteps: Sequence[tuple[int, int]], num_train: int, faithful: bool) -> None:
     if len(timesteps) == 0:
         raise ValueError("timesteps is empty; use schedules.ddim_timesteps(num_steps)")
@@ -199,13 +213,7 @@ def ddim_sample(
         raise ValueError(f"eta={eta} must be >= 0")
     num_train = alphas_cumprod.shape[0]
     _check_timesteps(timesteps, num_train, faithful)
-    draws = iter(noise) if noise is not None else None
-
-    if isinstance(x_T, Tensor):
-        x = x_T
-    else:
-        dev = torch.device(device) if device is not None else alphas_cumprod.device
-        x = _draw(tuple(x_T), draws, generator, dev, dtype)
+    x, draws = _initial_state(x_T, noise, generator, device or alphas_cumprod.device, dtype)
     batch = x.shape[0]
 
     ab64 = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)
@@ -301,12 +309,7 @@ def dpmpp_2m_sample(
     if alphas_cumprod.ndim != 1:
         raise ValueError(f"alphas_cumprod must be 1-D, got shape {tuple(alphas_cumprod.shape)}")
     _check_timesteps(timesteps, alphas_cumprod.shape[0], faithful=False)
-    draws = iter(noise) if noise is not None else None
-    if isinstance(x_T, Tensor):
-        x = x_T
-    else:
-        dev = torch.device(device) if device is not None else alphas_cumprod.device
-        x = _draw(tuple(x_T), draws, generator, dev, dtype)
+    x, _ = _initial_state(x_T, noise, generator, device or alphas_cumprod.device, dtype)
     batch = x.shape[0]
 
     ab = alphas_cumprod.detach().to(device="cpu", dtype=torch.float64)
