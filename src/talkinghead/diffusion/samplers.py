@@ -138,6 +138,20 @@ def _draw(
 
 
 
+
+def _clip_x0(
+    x0: Tensor, clip: bool, threshold_quantile: float | None
+) -> tuple[Tensor, Tensor | None]:
+    """Dynamic thresholding (or a static [-1, 1] clamp, or nothing) of a predicted x0.
+
+    Returns the clipped x0 and the raw per-item quantile (None unless dynamic thresholding ran).
+    """
+    if not clip:
+        return x0, None
+    if threshold_quantile is not None:
+        return dynamic_threshold(x0, threshold_quantile)
+    return x0.clamp(-1.0, 1.0), None
+
 def _initial_state(
     x_T: Tensor | Sequence[int],
     noise: Iterable[Tensor] | None,
@@ -238,13 +252,7 @@ def ddim_sample(
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
         eps = denoise_fn(x, t_batch)
         x0_raw = sqrt_recip[t] * x - sqrt_recipm1[t] * eps
-        raw = None
-        if not clip_x0:
-            x0 = x0_raw
-        elif threshold_quantile is not None:
-            x0, raw = dynamic_threshold(x0_raw, threshold_quantile)
-        else:
-            x0 = x0_raw.clamp(-1.0, 1.0)
+        x0, raw = _clip_x0(x0_raw, clip_x0, threshold_quantile)
 
         sigma = eta * ((1 - a / a_next) * (1 - a_next) / (1 - a)).sqrt()
         # rounding may push 1 - a' - σ² a hair below 0; the exact value is >= 0 for eta <= 1
@@ -324,13 +332,7 @@ def dpmpp_2m_sample(
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
         eps = denoise_fn(x, t_batch)
         x0_raw = (x - float(sigma[t]) * eps) / float(alpha[t])
-        raw = None
-        if not clip_x0:
-            x0 = x0_raw
-        elif threshold_quantile is not None:
-            x0, raw = dynamic_threshold(x0_raw, threshold_quantile)
-        else:
-            x0 = x0_raw.clamp(-1.0, 1.0)
+        x0, raw = _clip_x0(x0_raw, clip_x0, threshold_quantile)
 
         if final:
             x_next = x0  # σ_{t_next} = 0, e^{−h} = 0: the step returns the data prediction itself
