@@ -261,6 +261,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--voice", choices=("auto", "espeak", "formant"), default="auto",
                      help="espeak-ng sentences or the built-in formant voice "
                      "(auto: espeak-ng when installed)")
+    syn.add_argument("--zoom", type=float, default=1.0,
+                     help="camera framing: 1 = the face spans ~40%% of the frame, 1.5 ~60%%")
     syn.add_argument("--no-video", action="store_true", help="skip the viewable video.mp4 per clip")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=_run_data_synth)
@@ -273,7 +275,8 @@ def _run_data_synth(args: argparse.Namespace) -> int:
         manifest = write_synth_dataset(
             args.out_dir, num_clips=args.num_clips, seconds=args.seconds,
             resolution=args.resolution, seed=args.seed, workers=args.workers,
-            test_fraction=args.test_fraction, voice=args.voice, video=not args.no_video,
+            test_fraction=args.test_fraction, voice=args.voice, zoom=args.zoom,
+            video=not args.no_video,
             progress=not args.no_progress,
         )
     except (OSError, ValueError, RuntimeError) as err:

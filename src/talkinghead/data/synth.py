@@ -50,6 +50,7 @@ __all__ = [
     "FPS",
     "SynthClip",
     "blink_openness",
+    "clip_style",
     "held_out_split",
     "mouth_from_envelope",
     "pose_vector",
@@ -157,7 +158,11 @@ def pose_vector(state: FrameState) -> np.ndarray:
 
 
 def synthesize_clip(
-    seed: int | Sequence[int], seconds: float, resolution: int, voice: str = "auto"
+    seed: int | Sequence[int],
+    seconds: float,
+    resolution: int,
+    voice: str = "auto",
+    zoom: float = 1.0,
 ) -> SynthClip:
     """Make one clip: speech, then motion following it, then the frames.
 
@@ -166,6 +171,7 @@ def synthesize_clip(
         seconds: speech duration; F = int(seconds * 25) frames.
         resolution: frame side S in pixels (>= 32).
         voice: "auto", "espeak" or "formant" (see ``synthesize_speech``).
+        zoom: camera framing (``render_frame``); changes the pixels, not the pose or eye truth.
 
     Returns:
         the clip; frames (F, S, S, 3) uint8.
@@ -174,14 +180,16 @@ def synthesize_clip(
         raise ValueError(f"resolution={resolution} must be >= 32 pixels")
     if seconds < 2 / FPS:
         raise ValueError(f"seconds={seconds} is too short for even two frames")
-    style_seq, voice_seq, motion_seq = np.random.SeedSequence(seed).spawn(3)
+    if not 0.5 <= zoom <= 2.5:
+        raise ValueError(f"zoom={zoom} is outside 0.5..2.5 (1 = the face spans 40% of the frame)")
+    _, voice_seq, motion_seq = np.random.SeedSequence(seed).spawn(3)  # [0]: clip_style
     audio, voice_name = synthesize_speech(seconds, np.random.default_rng(voice_seq), voice)
     num_frames = num_video_frames(audio.shape[0], SAMPLE_RATE, FPS)
     mouth_open = mouth_from_envelope(loudness_envelope(audio, num_frames, FPS, SAMPLE_RATE))
     states = sample_motion(np.random.default_rng(motion_seq), mouth_open)
-    style = sample_style(np.random.default_rng(style_seq))
+    style = clip_style(seed)
     background = render_background(style, resolution)
-    frames, eyes, boxes, mouths = zip(*(render_frame(style, s, background) for s in states))
+    frames, eyes, boxes, mouths = zip(*(render_frame(style, s, background, zoom) for s in states))
     eye = np.stack(eyes)
     return SynthClip(
         frames=np.stack(frames),
@@ -197,13 +205,24 @@ def synthesize_clip(
     )
 
 
+def clip_style(seed: int | Sequence[int]) -> FaceStyle:
+    """The person of the clip made from ``seed`` (as ``synthesize_clip`` draws it)."""
+    return sample_style(np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0]))
+
+
 def _clip_job(job: tuple) -> tuple[str, int, dict]:
     """Synthesise and write one clip (runs in a worker process)."""
     from talkinghead.data.audio_features import log_mel_features
     from talkinghead.data.dataset_layout import ClipData, write_clip
 
     clips_dir, clip_id, seed, generator, video = job
-    clip = synthesize_clip(seed, generator["seconds"], generator["resolution"], generator["voice"])
+    clip = synthesize_clip(
+        seed,
+        generator["seconds"],
+        generator["resolution"],
+        generator["voice"],
+        generator.get("zoom", 1.0),
+    )
     features = log_mel_features(clip.audio, clip.frames.shape[0]).numpy()
     info = {"voice": clip.voice, "seed": list(seed), "source": "synth", "generator": generator}
     data = ClipData(
@@ -249,6 +268,7 @@ def write_synth_dataset(
     workers: int = 1,
     test_fraction: float = 0.1,
     voice: str = "auto",
+    zoom: float = 1.0,
     video: bool = True,
     progress: bool = True,
 ) -> Manifest:
@@ -282,6 +302,8 @@ def write_synth_dataset(
         "resolution": resolution,
         "voice": voice,
     }
+    if zoom != 1.0:  # sets made before the option existed stay resumable
+        generator["zoom"] = zoom
     clips_dir = Path(out_dir) / CLIPS_DIR
     clips_dir.mkdir(parents=True, exist_ok=True)
     if removed := remove_partial_clips(clips_dir):

@@ -160,16 +160,17 @@ def render_background(style: FaceStyle, size: int) -> np.ndarray:
 class _Head:
     """Projection of head-surface points for one frame (orthographic, image y down, z to camera)."""
 
-    def __init__(self, style: FaceStyle, state: FrameState, size: int) -> None:
-        self.a = style.face_w * size * state.scale  # half-axes in pixels
-        self.b = style.face_h * size * state.scale
+    def __init__(self, style: FaceStyle, state: FrameState, size: int, zoom: float = 1.0) -> None:
+        self.a = style.face_w * size * state.scale * zoom  # half-axes in pixels
+        self.b = style.face_h * size * state.scale * zoom
         self.c = style.depth * self.a
         y, p, r = np.deg2rad([state.yaw, state.pitch, state.roll])
         rot_x = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
         rot_y = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
         rot_z = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
         self.rot = rot_z @ rot_y @ rot_x
-        self.center = np.array([0.5 + state.dx, 0.47 + state.dy]) * size
+        # a camera zoom about the frame centre: zoom = 1 puts the head centre at (0.5, 0.47) + (dx, dy)
+        self.center = (0.5 + zoom * np.array([state.dx, state.dy - 0.03])) * size
 
     def project(
         self, u: np.ndarray, v: np.ndarray, z: np.ndarray | None = None, lift: float = 0.0
@@ -416,7 +417,7 @@ def _draw_ears(img: np.ndarray, head: _Head, style: FaceStyle) -> None:
 
 
 def render_frame(
-    style: FaceStyle, state: FrameState, background: np.ndarray
+    style: FaceStyle, state: FrameState, background: np.ndarray, zoom: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Draw one frame.
 
@@ -424,6 +425,8 @@ def render_frame(
         style: the person.
         state: pose, eye and mouth of this frame.
         background: (S, S, 3) float32 from ``render_background``.
+        zoom: camera framing; 1 = the face spans about 40% of the frame width, 1.5 about 60%
+            (a tight talking-head crop). It changes pixels only: pose and eye ratios stay the same.
 
     Returns:
         frame: (S, S, 3) uint8 RGB; eye: (2,) [left, right] openness ratios;
@@ -431,7 +434,7 @@ def render_frame(
     """
     size = background.shape[0]
     img = background.copy()
-    head = _Head(style, state, size)
+    head = _Head(style, state, size, zoom)
     _draw_body(img, head, style, size)
     _draw_hair(img, head, style, front=False)
     _draw_ears(img, head, style)
