@@ -8,8 +8,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from talkinghead.models.local_attention import (
     RelativePositionBias,
-    RotaryEmbedding,
-    apply_rotary,
     local_attention,
     reference_local_attention,
     relative_position_bucket,
@@ -155,16 +153,3 @@ def test_dense_bias_window_mask() -> None:
     dense = bias(10, window=3)
     assert dense.shape == (2, 10, 10)
     assert dense[0, 0, 4] < -1e7 and dense[0, 0, 3] > -1e7 and dense[1, 9, 5] < -1e7
-
-
-def test_rotary_interleaved_pairs() -> None:
-    rot = RotaryEmbedding(4)
-    cos, sin = rot.cos_sin(3)
-    t = torch.tensor([1.0, 0.0, 1.0, 0.0, 5.0]).expand(3, 5)
-    out = apply_rotary(t, cos, sin)
-    angle = torch.arange(3.0)
-    torch.testing.assert_close(out[:, 0], angle.cos())
-    torch.testing.assert_close(out[:, 1], angle.sin())
-    torch.testing.assert_close(out[:, 3], (angle * 0.01).sin())  # freqs[1] = 1/10000**(2/4)
-    torch.testing.assert_close(out[:, 4], torch.full((3,), 5.0))  # beyond rot dim: untouched
-    assert "freqs" not in rot.state_dict()

@@ -25,7 +25,7 @@ from talkinghead.models.pose_blink_cvae import (
     strip_official_only_keys,
 )
 from talkinghead.models.relative_position import RelativePositionBias, relative_position_bucket
-from talkinghead.models.rotary import RotaryEmbedding, rotary_frequencies
+from talkinghead.models.rotary import rotary_frequencies
 
 # The official code runs in float32 with the same op order (scale, rotate, q.k, + bias, - rowmax, softmax);
 # measured max relative error is ~4e-7, so 1e-4 leaves room for BLAS differences across machines while
@@ -262,23 +262,6 @@ def test_training_backward_finite_grads() -> None:
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-
-
-def test_rotary_interleaved_partial() -> None:
-    rot = RotaryEmbedding(4)
-    t = torch.randn(2, 3, 5, 8)
-    out = rot(t)
-    torch.testing.assert_close(out[..., 4:], t[..., 4:], atol=0, rtol=0)  # only 4 features rotate
-    pos = torch.arange(5.0)[:, None]
-    for k, f in enumerate((1.0, 0.01)):  # pair k = features (2k, 2k+1) as a complex number
-        pair = (
-            torch.complex(t[..., 2 * k], t[..., 2 * k + 1])
-            * torch.polar(torch.ones(5, 1), pos * f)[:, 0]
-        )
-        torch.testing.assert_close(out[..., 2 * k], pair.real, atol=1e-6, rtol=0)
-        torch.testing.assert_close(out[..., 2 * k + 1], pair.imag, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError):
-        RotaryEmbedding(3)
 
 
 def test_relative_bias_buckets_and_window() -> None:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .local_attention import apply_rotary, dense_attention, local_attention
+from .local_attention import dense_attention, local_attention
+from .rotary import apply_rotary
 
 ATTENTION_MODES = ("local", "full")
 

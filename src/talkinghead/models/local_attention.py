@@ -87,42 +87,6 @@ def dense_bias(bias_table: Tensor, n: int, window: int | None) -> Tensor:
     return bias
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotary position embedding, interleaved pairs (rotary-embedding-torch 0.3.5 semantics).
-
-    ``freqs = 1 / 10000 ** (arange(0, dim, 2) / dim)``; feature pair (2m, 2m+1) at position p is
-    rotated by the angle ``p * freqs[m]``; features beyond ``dim`` are left unchanged. ``freqs`` is a
-    non-persistent buffer: it is a constant, so it never enters the state dict.
-    """
-
-    def __init__(self, dim: int, theta: float = 10000.0) -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"rotary dim={dim} must be even")
-        self.dim = dim
-        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
-        self.register_buffer("freqs", freqs, persistent=False)
-
-    def cos_sin(self, n: int, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-        """cos and sin of the angles for positions 0..n-1: each (n, dim)."""
-        pos = torch.arange(n, device=self.freqs.device, dtype=self.freqs.dtype)
-        angles = torch.einsum("n,f->nf", pos, self.freqs)
-        angles = angles.repeat_interleave(2, dim=-1)  # interleaved: f0 f0 f1 f1 ...
-        dtype = dtype or self.freqs.dtype
-        return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``t``: (..., n, d) by the angles of :meth:`RotaryEmbedding.cos_sin` (n, rot_dim)."""
-    rot = cos.shape[-1]
-    head, tail = t[..., :rot], t[..., rot:]
-    pairs = rearrange(head, "... (d r) -> ... d r", r=2)
-    x1, x2 = pairs.unbind(dim=-1)
-    rotated_half = rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
-    head = head * cos + rotated_half * sin
-    return torch.cat((head, tail), dim=-1) if tail.shape[-1] else head
-
-
 def _check(q: Tensor, k: Tensor, v: Tensor, bias_table: Tensor, window: int | None) -> int:
     if q.shape != k.shape or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")

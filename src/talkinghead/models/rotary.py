@@ -1,16 +1,23 @@
 """Rotary position embedding (RoPE) with interleaved pairs on a leading slice of the features.
 
-Semantics of ``rotary-embedding-torch`` 0.3.5 (``RotaryEmbedding(dim).rotate_queries_or_keys``), which the
-official PBNet and A2V-FDM code use (dawn_spec.md §2.2, §7 item 17):
+The one implementation used by both networks that rotate queries and keys: PBNet's attentions
+(dawn_spec.md §2.2) and the A2V-FDM UNet's temporal attentions (§2.3.2, §4.1). Semantics of
+``rotary-embedding-torch`` 0.3.5 (``RotaryEmbedding(dim).rotate_queries_or_keys``), which the official code
+uses in both places (§7 item 17):
 
 * frequencies ``f_k = 1 / theta ** (2k / dim)`` for ``k = 0 .. dim/2 - 1`` (``theta = 10000``);
 * angle of feature pair ``k`` at position ``p`` is ``p * f_k``, each angle repeated for its two features;
 * pairs are *interleaved*: features ``(x0, x1), (x2, x3), ...`` rotate together;
 * only the first ``dim`` features of the last axis rotate; the rest pass through unchanged. The official PBNet
-  builds ``RotaryEmbedding(min(32, heads))``, so with 4 heads only 4 of the 32 features per head rotate.
+  builds ``RotaryEmbedding(min(32, heads))``, so with 4 heads only 4 of the 32 features per head rotate; the
+  UNet builds ``RotaryEmbedding(min(32, dim_head))``.
 
 The official module keeps its frequencies as a (non-trainable) parameter ``freqs`` that ends up in checkpoints;
-here they are recomputed from ``dim`` (they are deterministic), so this module has no state.
+here they are recomputed from ``dim`` (they are deterministic), so this module has no state. Angles are always
+computed in float32 and only cos / sin are cast to the working dtype.
+
+Two ways to use it: ``rotary(t)`` rotates one tensor; a caller that rotates many tensors of the same length
+(the UNet's ten temporal layers) computes :meth:`RotaryEmbedding.cos_sin` once and calls :func:`apply_rotary`.
 """
 
 from __future__ import annotations
@@ -33,6 +40,23 @@ def rotate_half(x: Tensor) -> Tensor:
     pairs = rearrange(x, "... (d r) -> ... d r", r=2)
     a, b = pairs.unbind(dim=-1)
     return rearrange(torch.stack((-b, a), dim=-1), "... d r -> ... (d r)")
+
+
+def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first ``rot_dim`` features of ``t`` by precomputed angles.
+
+    Args:
+        t: (..., n, d) with ``d >= rot_dim``; the sequence axis is the second to last.
+        cos, sin: (n, rot_dim) from :meth:`RotaryEmbedding.cos_sin`.
+    Returns:
+        Tensor of the same shape as ``t``; features beyond ``rot_dim`` are unchanged.
+    """
+    rot = cos.shape[-1]
+    if t.shape[-1] < rot:
+        raise ValueError(f"cannot rotate {rot} features of a tensor with last axis {t.shape[-1]}.")
+    head, tail = t[..., :rot], t[..., rot:]
+    head = head * cos + rotate_half(head) * sin
+    return torch.cat((head, tail), dim=-1) if tail.shape[-1] else head
 
 
 class RotaryEmbedding(nn.Module):
@@ -62,6 +86,23 @@ class RotaryEmbedding(nn.Module):
         angles = positions.float()[:, None] * freqs  # -> (n, dim / 2)
         return repeat(angles, "n f -> n (f r)", r=2)
 
+    def cos_sin(
+        self,
+        n: int | Tensor,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """cos and sin of the angles, each (n, dim), in ``dtype`` (default float32).
+
+        Args:
+            n: sequence length (positions ``0 .. n-1``) or a (n,) tensor of positions.
+            device: where the tables live when ``n`` is an int.
+        """
+        positions = n if isinstance(n, Tensor) else torch.arange(n, device=device)
+        angles = self.angles(positions)
+        return angles.cos().to(dtype or angles.dtype), angles.sin().to(dtype or angles.dtype)
+
     def forward(self, t: Tensor, positions: Tensor | None = None) -> Tensor:
         """Rotate queries or keys.
 
@@ -71,18 +112,11 @@ class RotaryEmbedding(nn.Module):
         Returns:
             Tensor of the same shape and dtype as ``t``.
         """
-        n, d = t.shape[-2], t.shape[-1]
-        if d < self.dim:
-            raise ValueError(f"cannot rotate {self.dim} features of a tensor with last axis {d}.")
-        if positions is None:
-            positions = torch.arange(n, device=t.device)
-        elif positions.shape != (n,):
+        n = t.shape[-2]
+        if positions is not None and positions.shape != (n,):
             raise ValueError(f"positions has shape {tuple(positions.shape)}, expected ({n},).")
-        angles = self.angles(positions)
-        cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
-        head, tail = t[..., : self.dim], t[..., self.dim :]
-        head = head * cos + rotate_half(head) * sin
-        return torch.cat((head, tail), dim=-1)
+        cos, sin = self.cos_sin(n if positions is None else positions, device=t.device, dtype=t.dtype)
+        return apply_rotary(t, cos, sin)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, theta={self.theta}"

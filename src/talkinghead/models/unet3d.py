@@ -11,7 +11,7 @@ once per video via :meth:`UNet3D.precompute_source`), then broadcast over frames
 ~28% less compute per UNet call at the official width (§6).
 
 State-dict keys equal the official ``denoise_fn.*`` keys without the prefix, except the constant
-rotary ``freqs`` copies (a non-persistent buffer here).
+rotary ``freqs`` copies (recomputed by the stateless :class:`~.rotary.RotaryEmbedding`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from .layers3d import (
     TemporalAttention,
     TemporalContext,
 )
-from .local_attention import RelativePositionBias, RotaryEmbedding, dense_bias
+from .local_attention import RelativePositionBias, dense_bias
+from .rotary import RotaryEmbedding
 
 
 class UNet3D(nn.Module):
@@ -162,8 +163,8 @@ class UNet3D(nn.Module):
         if mode not in ATTENTION_MODES:
             raise ValueError(f"attention={mode!r} must be one of {ATTENTION_MODES}")
         span = num_frames - 1 if window is None or mode == "full" else min(window, num_frames - 1)
-        cos, sin = self.rotary.cos_sin(num_frames, dtype)
         table = self.time_rel_pos_bias.offset_table(span).to(dtype)
+        cos, sin = self.rotary.cos_sin(num_frames, device=table.device, dtype=dtype)
         dense = dense_bias(table, num_frames, window) if mode == "full" else None
         return TemporalContext(
             cos=cos, sin=sin, bias_table=table, window=window, mode=mode, dense_bias=dense
