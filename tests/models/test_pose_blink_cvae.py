@@ -24,7 +24,6 @@ from talkinghead.models.pose_blink_cvae import (
     sinusoidal_positions,
     strip_official_only_keys,
 )
-from talkinghead.models.relative_position import RelativePositionBias, relative_position_bucket
 from talkinghead.models.rotary import rotary_frequencies
 
 # The official code runs in float32 with the same op order (scale, rotate, q.k, + bias, - rowmax, softmax);
@@ -259,22 +258,3 @@ def test_training_backward_finite_grads() -> None:
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
-
-
-# ---- helpers -------------------------------------------------------------------------------------
-
-
-def test_relative_bias_buckets_and_window() -> None:
-    rel = torch.arange(-300, 301)
-    buckets = relative_position_bucket(rel, num_buckets=128, max_distance=128)
-    assert buckets.min() == 0 and buckets.max() == 127
-    assert (
-        (buckets[rel == 0] == 0).all()
-        and buckets[rel == -1].item() == 1
-        and buckets[rel == 1].item() == 65
-    )
-    assert (buckets[rel <= -128] == 63).all() and (buckets[rel >= 128] == 127).all()
-    bias = RelativePositionBias(heads=2, num_buckets=16, max_distance=16, window=3)
-    masked = bias.eval()(8)
-    assert (masked[:, 0, 4:] < -1e7).all() and (masked[:, 0, :4] > -1e7).all()
-    assert (bias.train()(8) > -1e7).all()  # eval-only mask (official)

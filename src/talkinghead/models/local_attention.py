@@ -4,8 +4,9 @@ A2V-FDM attends over the frames of every pixel with a centred window (dawn_spec.
 
     out_i = softmax_j( R(q_i) . R(k_j) + B[bucket(j - i)] + M(i, j) ) v_j
 
-with R the rotary embedding (§2.3.2), B a learned per-head bias over bucketed relative distances
-shared by all temporal layers, and M(i, j) = -1e8 when |j - i| > window (official inference code).
+with R the rotary embedding (§2.3.2, :mod:`.rotary`, applied by the caller), B a learned per-head
+bias over bucketed relative distances shared by all temporal layers (:mod:`.relative_position`), and
+M(i, j) = -1e8 when |j - i| > window (official inference code).
 
 Two implementations of the same math:
 
@@ -16,75 +17,17 @@ Two implementations of the same math:
   (F, block_size + 2 * window) instead of (F, F): memory O(F * window) (§4.3, done without loops).
 
 Both take ``bias_table``: (heads, 2 * span + 1), column ``c`` holding the bias of relative offset
-``j - i = c - span`` (built by :meth:`RelativePositionBias.offset_table`); the bias only depends on
+``j - i = c - span`` (built by :meth:`.relative_position.RelativePositionBias.offset_table`); the bias only depends on
 the offset, so the table is all either path needs.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-MASK_VALUE = -1e8  # the official additive window mask
-
-
-def relative_position_bucket(
-    relative_position: Tensor, num_buckets: int, max_distance: int
-) -> Tensor:
-    """Bidirectional T5 bucket of ``relative_position = key - query`` (dawn_spec.md §2.3.2).
-
-    Half of the buckets are for keys before the query (``rel <= 0`` -> 0..num_buckets/2-1), half for
-    keys after it; within a half, distances below ``num_buckets / 4`` are exact and larger ones are
-    log-spaced up to ``max_distance``, beyond which they saturate.
-    """
-    n = -relative_position
-    half = num_buckets // 2
-    ret = (n < 0).long() * half
-    n = n.abs()
-    max_exact = half // 2
-    is_small = n < max_exact
-    # clamp_min(1) only avoids log(0) in entries that `is_small` discards anyway
-    scaled = torch.log(n.clamp_min(1).float() / max_exact) / math.log(max_distance / max_exact)
-    large = max_exact + (scaled * (half - max_exact)).long()
-    large = large.clamp_max(half - 1)
-    return ret + torch.where(is_small, n, large)
-
-
-class RelativePositionBias(nn.Module):
-    """Learned per-head bias of bucketed relative frame offsets, shared by all temporal layers."""
-
-    def __init__(self, heads: int, num_buckets: int, max_distance: int) -> None:
-        super().__init__()
-        self.num_buckets = num_buckets
-        self.max_distance = max_distance
-        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
-
-    def offset_table(self, span: int) -> Tensor:
-        """Bias per relative offset: (heads, 2 * span + 1), column c <-> offset c - span."""
-        device = self.relative_attention_bias.weight.device
-        rel = torch.arange(-span, span + 1, device=device)
-        buckets = relative_position_bucket(rel, self.num_buckets, self.max_distance)
-        return self.relative_attention_bias(buckets).t()
-
-    def forward(self, n: int, window: int | None = None) -> Tensor:
-        """The official dense bias: (heads, n, n) with -1e8 where |j - i| > window."""
-        table = self.offset_table(n - 1)
-        return dense_bias(table, n, window)
-
-
-def dense_bias(bias_table: Tensor, n: int, window: int | None) -> Tensor:
-    """Expand an offset table (heads, 2 * span + 1) to (heads, n, n), adding the window mask."""
-    span = (bias_table.shape[-1] - 1) // 2
-    pos = torch.arange(n, device=bias_table.device)
-    rel = pos[None, :] - pos[:, None]  # (i, j) -> j - i
-    # offsets beyond the table are masked by the window, their bias value cannot matter
-    bias = bias_table[:, rel.clamp(-span, span) + span]
-    if window is not None:
-        bias = bias + (rel.abs() > window).to(bias.dtype) * MASK_VALUE
-    return bias
+from .relative_position import dense_bias
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, bias_table: Tensor, window: int | None) -> int:

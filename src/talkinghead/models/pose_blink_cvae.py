@@ -238,7 +238,7 @@ class PoseBlinkDecoder(nn.Module):
         queries = self.init_proj(memory.new_zeros(b, t, memory.shape[-1]))
         band = self._band(t, attn_chunk)
         bias_tgt, bias_mem = (
-            module(t, audio.device)
+            module(t, device=audio.device)
             if band is None
             else module.offset_table(band[1] - 1 + band[0], audio.device)
             for module in (self.time_rel_pos_bias_tgt, self.time_rel_pos_bias_mem)

@@ -1,13 +1,21 @@
 """T5-style bucketed relative position bias for temporal attention, with an optional window mask.
 
-Used by PBNet (dawn_spec.md §2.2 step 3) and the same construction as video-diffusion-pytorch's
-``RelativePositionBias``: the offset ``i - j`` between query ``i`` and key ``j`` is mapped to one of
+The one implementation used by both networks: PBNet's attentions (dawn_spec.md §2.2 step 3) and the A2V-FDM
+UNet's temporal attentions (§2.3.2, §4.1); the same construction as video-diffusion-pytorch's
+``RelativePositionBias``. The offset ``j - i`` between query ``i`` and key ``j`` is mapped to one of
 ``num_buckets`` buckets (half per sign; the first half of each side exact, the rest log-spaced up to
 ``max_distance``, beyond which offsets share the last bucket) and each bucket has one learned scalar per head.
+The bias only depends on the offset, so :meth:`RelativePositionBias.offset_table` (one column per offset) is
+all an attention needs; :func:`dense_bias` expands it to the official (heads, n, n) matrix.
 
-Window mask: the official PBNet adds ``-1e8`` to the bias where ``|i - j| > 200`` **in eval mode only**
-(dawn_spec.md §7 item 17). ``window`` reproduces that; ``window_eval_only=False`` applies it in training too.
-:func:`banded_attend` uses that mask to compute the same attention in O(n * window) memory.
+Window masks (``MASK_VALUE`` added where ``|j - i| > window``) come in the two forms the official code has:
+
+* PBNet fixes its window at construction and masks **in eval mode only** (official ``|i - j| > 200``,
+  dawn_spec.md §7 item 17): ``RelativePositionBias(..., window=200)`` puts the mask into the offset table
+  (``window_eval_only=False`` applies it in training too).
+* The UNet's window is a run-time option of its attention (§4.1): the module has ``window=None`` and the
+  mask is added when the table is expanded, ``dense_bias(table, n, window)`` (or ``bias(n, window=...)``).
+
 Adding ``-1e8`` (rather than ``-inf``) is kept because softmax then gives exactly zero weight in float32 while a
 row can never be fully masked (``i == j`` is always inside the window).
 """
@@ -105,11 +113,14 @@ class RelativePositionBias(nn.Module):
             values = values + outside.to(values.dtype) * MASK_VALUE
         return values
 
-    def forward(self, n: int, device: torch.device | None = None) -> Tensor:
-        """Bias of a length-``n`` sequence attending to itself: (heads, n, n)."""
-        table = self.offset_table(max(n - 1, 0), device)
-        pos = torch.arange(n, device=table.device)
-        return gather_bias(table, pos[None, :] - pos[:, None])
+    def forward(
+        self, n: int, window: int | None = None, *, device: torch.device | None = None
+    ) -> Tensor:
+        """The official dense bias of a length-``n`` sequence attending to itself: (heads, n, n).
+
+        ``window`` adds a run-time mask on top of the module's own (the UNet's form, see the module doc).
+        """
+        return dense_bias(self.offset_table(max(n - 1, 0), device), n, window)
 
     def extra_repr(self) -> str:
         return (
@@ -131,6 +142,23 @@ def gather_bias(table: Tensor, rel_pos: Tensor) -> Tensor:
     """Bias matrix from an offset table. table: (heads, 2R+1) as from ``offset_table(R)``,
     rel_pos: (i, j) offsets ``k - q`` with ``|rel_pos| <= R`` -> (heads, i, j)."""
     return table[:, rel_pos + (table.shape[-1] - 1) // 2]
+
+
+def dense_bias(table: Tensor, n: int, window: int | None = None) -> Tensor:
+    """Expand an offset table to (heads, n, n), adding ``MASK_VALUE`` where ``|j - i| > window``.
+
+    Args:
+        table: (heads, 2 * span + 1) as from ``offset_table(span)``; offsets beyond ``span`` take the
+            edge column, which only ever happens where the window masks them (``span >= window``).
+        n: sequence length; window: run-time mask half-width, None for none.
+    """
+    span = (table.shape[-1] - 1) // 2
+    pos = torch.arange(n, device=table.device)
+    rel = pos[None, :] - pos[:, None]  # (i, j) -> j - i
+    bias = gather_bias(table, rel.clamp(-span, span))
+    if window is not None:
+        bias = bias + (rel.abs() > window).to(bias.dtype) * MASK_VALUE
+    return bias
 
 
 def banded_attend(

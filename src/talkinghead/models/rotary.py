@@ -115,7 +115,9 @@ class RotaryEmbedding(nn.Module):
         n = t.shape[-2]
         if positions is not None and positions.shape != (n,):
             raise ValueError(f"positions has shape {tuple(positions.shape)}, expected ({n},).")
-        cos, sin = self.cos_sin(n if positions is None else positions, device=t.device, dtype=t.dtype)
+        cos, sin = self.cos_sin(
+            n if positions is None else positions, device=t.device, dtype=t.dtype
+        )
         return apply_rotary(t, cos, sin)
 
     def extra_repr(self) -> str:

@@ -36,7 +36,7 @@ from .layers3d import (
     TemporalAttention,
     TemporalContext,
 )
-from .local_attention import RelativePositionBias, dense_bias
+from .relative_position import RelativePositionBias, dense_bias
 from .rotary import RotaryEmbedding
 
 
