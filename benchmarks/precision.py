@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, frames, args.steps))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "model": REDUCED if args.preset else str(args.model or DEMO_DIR / "model"),
+        "model": REDUCED if args.preset else str(args.model or "demo"),
         "frames": frames,
         "steps": args.steps,
         "sampler": args.sampler,
