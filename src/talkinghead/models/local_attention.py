@@ -16,6 +16,9 @@ Two implementations of the same math:
   only to the keys ``[start - window, end + window)``, so the logits are
   (F, block_size + 2 * window) instead of (F, F): memory O(F * window) (§4.3, done without loops).
 
+PBNet's attentions reuse both in eval mode, where the official code masks ``|j - i| > 200``
+(dense_attention for short sequences, local_attention beyond ``FULL_ATTENTION_MAX_FRAMES``).
+
 Both take ``bias_table``: (heads, 2 * span + 1), column ``c`` holding the bias of relative offset
 ``j - i = c - span`` (built by :meth:`.relative_position.RelativePositionBias.offset_table`); the bias only depends on
 the offset, so the table is all either path needs.

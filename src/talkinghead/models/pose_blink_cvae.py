@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..configs import PoseBlinkConfig
-from .relative_position import RelativePositionBias, attend, banded_attend
+from .local_attention import dense_attention, local_attention
+from .relative_position import RelativePositionBias
 from .rotary import RotaryEmbedding, rotary_frequencies
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 POSE_MIN = (-90.0, -90.0, -90.0, 0.0, 0.0, 0.0)  # yaw, pitch, roll (deg), scale, tx, ty (px)
 POSE_MAX = (90.0, 90.0, 90.0, 1.0, 720.0, 1080.0)
 FULL_ATTENTION_MAX_FRAMES = 1024  # beyond this, eval-mode decoding switches to banded attention
-DEFAULT_ATTN_CHUNK = 256  # query block of the banded path (frames)
 
 
 def normalize_pose(pose: Tensor) -> Tensor:
@@ -103,17 +103,20 @@ class _Attention(nn.Module):
         self.rotary_emb = rotary  # stateless (shared), so it adds no state-dict keys
 
     def forward(
-        self, x: Tensor, memory: Tensor | None, bias: Tensor, band: tuple[int, int] | None
+        self, x: Tensor, memory: Tensor | None, bias: Tensor, band: tuple[int, int | None] | None
     ) -> Tensor:
-        """x, memory: (B, n, dim); bias: (h, n, n), or an offset table (h, 2R+1) when ``band = (window,
-        chunk)`` selects the banded path."""
+        """x, memory: (B, n, dim); bias: (h, n, n), or an offset table (h, 2 * window + 1) when
+        ``band = (window, chunk)`` selects the banded path (:func:`.local_attention.local_attention`)."""
         if self.fused_qkv:
             q, k, v = self.to_qkv(x).chunk(3, dim=-1)
         else:
             q, k, v = self.to_q(x), self.to_k(memory), self.to_v(memory)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         q, k = self.rotary_emb(q * self.scale), self.rotary_emb(k)
-        out = attend(q, k, v, bias) if band is None else banded_attend(q, k, v, bias, *band)
+        if band is None:
+            out = dense_attention(q, k, v, bias)
+        else:
+            out = local_attention(q, k, v, bias, band[0], block_size=band[1])
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -177,7 +180,7 @@ class _DecoderLayer(nn.Module):
         memory: Tensor,
         bias_tgt: Tensor,
         bias_mem: Tensor,
-        band: tuple[int, int] | None,
+        band: tuple[int, int | None] | None,
     ) -> Tensor:
         tgt = self.layer_norm1(tgt + self.dropout(self.self_attn(tgt, None, bias_tgt, band)))
         tgt = self.layer_norm2(tgt + self.dropout(self.multihead_attn(tgt, memory, bias_mem, band)))
@@ -240,7 +243,7 @@ class PoseBlinkDecoder(nn.Module):
         bias_tgt, bias_mem = (
             module(t, device=audio.device)
             if band is None
-            else module.offset_table(band[1] - 1 + band[0], audio.device)
+            else module.offset_table(band[0], audio.device)
             for module in (self.time_rel_pos_bias_tgt, self.time_rel_pos_bias_mem)
         )
         queries = self.init_temporal_attn(queries, memory=None, bias=bias_tgt, band=band)
@@ -248,14 +251,15 @@ class PoseBlinkDecoder(nn.Module):
             queries = layer(queries, memory, bias_tgt, bias_mem, band)
         return self.finallayer(queries).masked_fill(~mask[..., None], 0.0)
 
-    def _band(self, t: int, attn_chunk: int | None) -> tuple[int, int] | None:
+    def _band(self, t: int, attn_chunk: int | None) -> tuple[int, int | None] | None:
         """(window, query block) of the banded path, or None for full attention."""
         banded_ok = self.time_rel_pos_bias_tgt.masks_now and self.time_rel_pos_bias_mem.masks_now
         if attn_chunk is None:
             if not (banded_ok and t > FULL_ATTENTION_MAX_FRAMES):
                 return None
             logger.debug("decoding %d frames with banded attention (exact)", t)
-            attn_chunk = DEFAULT_ATTN_CHUNK
+            # local_attention's own query block (~window frames, at most 64)
+            return self.eval_window, None
         if attn_chunk <= 0:
             return None
         if not banded_ok:

@@ -129,21 +129,6 @@ class RelativePositionBias(nn.Module):
         )
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """softmax(q k^T + bias) v with the official max subtraction; q: (B,h,i,d), k/v: (B,h,j,d), bias: (h,i,j)."""
-    sim = torch.einsum("b h i d, b h j d -> b h i j", q, k)
-    if bias is not None:
-        sim = sim + bias
-    sim = sim - sim.amax(dim=-1, keepdim=True).detach()
-    return torch.einsum("b h i j, b h j d -> b h i d", sim.softmax(dim=-1), v)
-
-
-def gather_bias(table: Tensor, rel_pos: Tensor) -> Tensor:
-    """Bias matrix from an offset table. table: (heads, 2R+1) as from ``offset_table(R)``,
-    rel_pos: (i, j) offsets ``k - q`` with ``|rel_pos| <= R`` -> (heads, i, j)."""
-    return table[:, rel_pos + (table.shape[-1] - 1) // 2]
-
-
 def dense_bias(table: Tensor, n: int, window: int | None = None) -> Tensor:
     """Expand an offset table to (heads, n, n), adding ``MASK_VALUE`` where ``|j - i| > window``.
 
@@ -155,43 +140,7 @@ def dense_bias(table: Tensor, n: int, window: int | None = None) -> Tensor:
     span = (table.shape[-1] - 1) // 2
     pos = torch.arange(n, device=table.device)
     rel = pos[None, :] - pos[:, None]  # (i, j) -> j - i
-    bias = gather_bias(table, rel.clamp(-span, span))
+    bias = table[:, rel.clamp(-span, span) + span]
     if window is not None:
         bias = bias + (rel.abs() > window).to(bias.dtype) * MASK_VALUE
     return bias
-
-
-def banded_attend(
-    q: Tensor, k: Tensor, v: Tensor, table: Tensor, window: int, chunk: int
-) -> Tensor:
-    """Exact equivalent of ``attend`` with the full bias when keys with ``|i - j| > window`` are masked.
-
-    Outside the window the official bias is ``-1e8``, whose softmax weight is exactly 0 in float32, so each
-    query block only needs the keys within ``window`` of it. Memory O(n * (chunk + 2 window)), not O(n^2).
-
-    Args:
-        q, k, v: (B, h, n, d) (queries and keys at positions 0 .. n-1).
-        table: (h, 2R+1) offset table with ``R >= chunk - 1 + window`` (``RelativePositionBias.offset_table``).
-        window: mask half-width; chunk: queries per block.
-    """
-    if chunk <= 0:
-        raise ValueError(f"chunk={chunk} must be positive.")
-    if table.shape[-1] < 2 * (chunk - 1 + window) + 1:
-        raise ValueError(
-            f"offset table of {table.shape[-1]} columns is too small for chunk + window."
-        )
-    n = q.shape[-2]
-    pos = torch.arange(n, device=q.device)
-    # every block away from the borders sees the same offsets: gather its bias once
-    span = torch.arange(chunk + 2 * window, device=q.device)
-    inner = gather_bias(table, span[None, :] - window - span[:chunk, None])
-    blocks = []
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        k0, k1 = max(0, start - window), min(n, stop + window)
-        if k1 - k0 == inner.shape[-1] and stop - start == chunk:
-            bias = inner
-        else:
-            bias = gather_bias(table, pos[None, k0:k1] - pos[start:stop, None])
-        blocks.append(attend(q[..., start:stop, :], k[..., k0:k1, :], v[..., k0:k1, :], bias))
-    return torch.cat(blocks, dim=-2)
