@@ -116,6 +116,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-motion", action="store_true", help="also write OUTPUT.pose/.blink.npy")
     p.add_argument("--faithful", action="store_true", help="replicate the official code's bugs")
     p.add_argument("--decode-batch", type=int, default=G.decode_batch, help="frames per LFG batch")
+    p.add_argument("--compile", action="store_true", default=G.compile,
+                   help="torch.compile the UNet (pays off on long clips; first call compiles)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -141,7 +143,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         seed=args.seed, motion_scale=0.0 if args.still else args.motion_scale,
         blink=not args.no_blink, crop=not args.no_crop, crop_margin=args.crop_margin,
         paste_back=args.paste_back, decode_batch=args.decode_batch, faithful=args.faithful,
-        sampler=args.sampler,
+        sampler=args.sampler, compile=args.compile,
     )
     try:
         # bad inputs are reported before the (slow) weights are loaded

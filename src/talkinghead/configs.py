@@ -252,3 +252,6 @@ class GenerateOptions:
     # "ddim" (official) | "dpmpp-2m" (DPM-Solver++(2M): fewer steps, deterministic, so eta and the faithful
     # DDIM update do not apply; its quality cost is measured in benchmarks/RESULTS.md)
     sampler: str = "ddim"
+    # torch.compile the UNet forward for sampling (inductor; the first call per clip length
+    # compiles; falls back to eager with a warning where compiling fails)
+    compile: bool = False

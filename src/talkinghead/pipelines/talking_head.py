@@ -41,6 +41,7 @@ from ..diffusion.samplers import ddim_sample, dpmpp_2m_sample, guided
 from ..diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
 from ..hub import DawnModules
 from ..models.face_location import bbox_mask
+from .compile import CompileBackend, CompiledDenoiser
 from .motion import Motion, combine_motion, driver_motion, generate_motion, load_motion_file
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class TalkingHeadPipeline:
         audio_encoder: HuBERT extractor, or None for models trained on log-mel features.
         face_analyzer: portrait analysis (FaceBoxes + 3DDFA, or its weight-free fallback).
         config: the architecture, for the resolution and diffusion settings.
+        compile_backend: the dynamo backend used when ``GenerateOptions.compile`` is set.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class TalkingHeadPipeline:
         face_analyzer: FaceAnalyzer,
         config: DawnConfig | None = None,
         audio_features: str = "hubert",
+        compile_backend: CompileBackend = "inductor",
     ) -> None:
         if audio_features not in AUDIO_FEATURES:
             raise ValueError(f"audio_features={audio_features!r} must be one of {AUDIO_FEATURES}")
@@ -120,6 +123,8 @@ class TalkingHeadPipeline:
             module.eval().requires_grad_(False)
         self.device = next(modules.unet.parameters()).device
         self.dtype = next(modules.unet.parameters()).dtype
+        self.compile_backend = compile_backend
+        self._compiled: CompiledDenoiser | None = None
 
     @classmethod
     def from_pretrained(
@@ -214,7 +219,9 @@ class TalkingHeadPipeline:
         unet = self.modules.unet
         bbox_t = torch.as_tensor(bbox, dtype=self.dtype, device=self.device)[None]
         loc = self.modules.face_loc(bbox_mask(bbox_t, self.modules.resolution, faithful=options.faithful))
+        # per video, so eager even with options.compile: only the per-step forward is compiled
         source_emb = unet.precompute_source(torch.cat([fea, loc], dim=1))
+        net = self._sampling_unet(options.compile)
         cond = torch.cat(
             [
                 audio,
@@ -225,8 +232,8 @@ class TalkingHeadPipeline:
         )[None]
 
         def denoise(null: bool) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, t: unet(x, t, cond, source_emb=source_emb, null_cond=null,
-                                     window=options.window)
+            return lambda x, t: net(x, t, cond, source_emb=source_emb, null_cond=null,
+                                    window=options.window)
 
         denoise_fn = guided(denoise(False), denoise(True), options.guidance_scale)
         h, w = fea.shape[-2:]
@@ -249,6 +256,17 @@ class TalkingHeadPipeline:
             denoise_fn, shape, timesteps, alphas_cumprod,
             eta=options.eta, faithful=options.faithful, **common,
         )
+
+    def _sampling_unet(self, use_compile: bool) -> Callable[..., Tensor]:
+        """The UNet as the sampler calls it: eager, or compiled once per pipeline and kept, so
+        later calls of the same clip length reuse the compiled graph."""
+        unet = self.modules.unet
+        if not use_compile:
+            return unet
+        cached = self._compiled
+        if cached is None or cached.module is not unet or cached.backend != self.compile_backend:
+            cached = self._compiled = CompiledDenoiser(unet, self.compile_backend)
+        return cached
 
     @torch.no_grad()
     def decode(self, portrait_tensor: Tensor, latents: Tensor, batch_size: int) -> Iterator[np.ndarray]:
