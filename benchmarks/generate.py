@@ -78,7 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--decode-batch", type=int, default=16)
     p.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none", help="ours only")
-    p.add_argument("--compile", action="store_true", help="torch.compile our UNet")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile our UNet forward (inductor, as `generate --compile`); each ddim/e2e "
+        "row is the steady-state call, its first call (compile included) is reported beside it",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
@@ -200,6 +205,17 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+def compile_lines(rows: list[dict[str, object]]) -> list[str]:
+    """First (compiling) vs steady-state call of every compiled row."""
+    return [
+        f"{r['preset']} {r['stage']} F={r['frames']} {r['impl']} compiled: first call "
+        f"{r['first_call_s']:.2f} s (compile ~{r['compile_s']:.2f} s), steady {r['wall_s']:.2f} s"
+        + (" [compile failed: ran eagerly]" if r.get("compile_fell_back") else "")
+        for r in rows
+        if "first_call_s" in r and "error" not in r
+    ]
+
+
 def plot(rows: list[dict[str, object]], path: Path) -> None:
     try:
         import matplotlib
@@ -307,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
                                     "wall_s",
                                     "call_peak_rss_mib",
                                     "process_peak_rss_mib",
+                                    "first_call_s",
+                                    "compile_s",
                                     "error",
                                 )
                             }
@@ -330,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     (args.out / "generate.json").write_text(json.dumps(report, indent=2))
     sys.stdout.write(format_table(rows) + "\n")
-    for line in report["ratios"]:
+    for line in report["ratios"] + compile_lines(rows):
         sys.stdout.write(line + "\n")
     for e in errors:
         sys.stdout.write(
