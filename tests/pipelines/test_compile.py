@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor, fx
 
+from talkinghead import cli
 from talkinghead.configs import GenerateOptions
 from talkinghead.data.audio import load_audio
 from talkinghead.models.unet3d import UNet3D
@@ -176,9 +177,30 @@ def test_input_errors_surface_from_the_eager_module_without_disabling_compile(
     denoiser = CompiledDenoiser(module, recording_backend)
     x = torch.ones(3, 4)
     torch.testing.assert_close(denoiser(x), module(x))
-    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="cannot be multiplied"):
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(RuntimeError, match="cannot be multiplied"),
+    ):
         denoiser(torch.ones(3, 5))
     ours = [r for r in caplog.records if r.name == "talkinghead.pipelines.compile"]
     assert not denoiser.failed and not ours  # the input's fault, not the compiler's
     torch.testing.assert_close(denoiser(x), module(x))
     assert len(graphs) == 1
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_cli_compile_flag_reaches_the_options(
+    flag: bool, portrait: Path, speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[GenerateOptions] = []
+
+    def fake_pipeline(*, options: GenerateOptions, **kwargs):
+        seen.append(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "_load_pipeline", lambda *args: fake_pipeline)
+    argv = ["generate", "--preset", "tiny", "--image", str(portrait), "--audio", str(speech_wav),
+            "-o", str(tmp_path / "out.mp4"), "-q", *(["--compile"] if flag else [])]  # fmt: skip
+    assert cli.main(argv) != 0
+    assert [o.compile for o in seen] == [flag]
+    assert GenerateOptions().compile is False  # never the default

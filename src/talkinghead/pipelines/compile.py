@@ -58,7 +58,9 @@ class CompiledDenoiser:
             cause = _root_cause(err)
             logger.warning(
                 "torch.compile (backend %s) failed, running the UNet eagerly: %s: %s",
-                _backend_name(self.backend), type(cause).__name__, _first_line(cause),
+                _backend_name(self.backend),
+                type(cause).__name__,
+                _first_line(cause),
             )
             return out
 
