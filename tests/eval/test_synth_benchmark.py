@@ -95,6 +95,7 @@ def test_benchmark_plumbing(synth_set: Path, tiny_pipeline, tmp_path: Path) -> N
         "lfg_psnr",
         "mouth_corr_real",
         "mouth_corr_gt",
+        "mouth_corr_lfg",
         "mouth_corr_pbnet",
         "blink_rate_true",
         "blink_rate_real",
