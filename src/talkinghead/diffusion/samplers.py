@@ -14,7 +14,8 @@ Two update rules:
 
 In both modes eps is *not* re-derived from the clipped x0 (as the official code). Random draws, in order: x_T
 (only when a shape is passed) then one per step that adds noise; they come from ``noise`` (an iterable of
-tensors, e.g. recorded official draws) or else ``torch.randn(..., generator=generator)``.
+tensors, e.g. recorded official draws) or else ``seeded_randn``: float32 ``torch.randn`` with ``generator``,
+cast to the state's dtype, so a seed gives the same draws in every dtype.
 
 ``dpmpp_2m_sample`` is an optional fewer-step sampler (DPM-Solver++(2M), Lu et al. 2022) over the same
 ``denoise_fn``, schedule and thresholding; it is never the default (quality cost: benchmarks/RESULTS.md).
@@ -134,7 +135,28 @@ def _draw(
         if tuple(z.shape) != tuple(shape):
             raise ValueError(f"injected noise has shape {tuple(z.shape)}, expected {tuple(shape)}")
         return z.to(device=device, dtype=dtype)
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return seeded_randn(shape, generator, device, dtype)
+
+
+def seeded_randn(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Standard normal draws that a seed reproduces in every dtype: drawn in float32 on the
+    generator's device (``device`` without a generator), then cast and moved.
+
+    ``torch.randn(..., dtype=torch.bfloat16)`` is not the float32 stream rounded (for some sizes it
+    is a different stream), so drawing in the compute dtype would make ``--seed`` depend on
+    ``--dtype``. Float32 draws are unchanged by this (golden parity).
+
+    Returns:
+        (*shape) tensor of ``dtype`` on ``device``.
+    """
+    where = generator.device if generator is not None else torch.device(device)
+    z = torch.randn(tuple(shape), generator=generator, device=where, dtype=torch.float32)
+    return z.to(device=device, dtype=dtype)
 
 
 

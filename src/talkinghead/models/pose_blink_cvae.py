@@ -63,6 +63,17 @@ def _pose_bounds(pose: Tensor) -> tuple[Tensor, Tensor]:
     return lo, hi
 
 
+def _randn(
+    shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, like: Tensor
+) -> Tensor:
+    """Standard normal draws of ``like``'s device and dtype, drawn in float32 on the generator's
+    device: ``randn`` in bfloat16 / float16 is a different stream, and a seed must give the same
+    motion in every dtype (float32 draws are unchanged)."""
+    where = generator.device if generator is not None else like.device
+    z = torch.randn(tuple(shape), generator=generator, device=where, dtype=torch.float32)
+    return z.to(device=like.device, dtype=like.dtype)
+
+
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> Tensor:
     """Official ``PositionalEncoding`` table rows ``0 .. length-1``: (length, dim) float32.
 
@@ -351,7 +362,7 @@ class PoseBlinkCVAE(nn.Module):
         b, t = mask.shape
         shape = (t, b, self.cfg.latent_dim)
         if z is None:
-            z = torch.randn(shape, generator=generator, device=audio.device, dtype=audio.dtype)
+            z = _randn(shape, generator, audio)
         elif tuple(z.shape) != shape:
             raise ValueError(f"z has shape {tuple(z.shape)}, expected (T, B, latent) = {shape}.")
         return self.decoder(init, audio, z, mask, attn_chunk)
@@ -373,7 +384,7 @@ class PoseBlinkCVAE(nn.Module):
         """
         mask = self._check_inputs(x, audio, mask)
         mu, logvar = self.encoder(x, audio, mask)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = _randn(mu.shape, generator, mu)
         z = mu + eps * torch.exp(logvar / 2)
         return self.decoder(x, audio, z, mask), mu, logvar
 

@@ -20,6 +20,12 @@ from ..models.pose_blink_cvae import PoseBlinkCVAE, denormalize_pose, normalize_
 
 logger = logging.getLogger(__name__)
 
+# PBNet (the ``pose`` and ``blink`` networks) runs in float32 whatever the pipeline's dtype: it is
+# tiny, and its small normalised output is the stage most moved by bfloat16 (benchmarks/RESULTS.md,
+# "Reduced precision"); the pipeline casts the motion it returns to its own dtype.
+MOTION_NETS = ("pose", "blink")
+MOTION_DTYPE = torch.float32
+
 
 @dataclass(frozen=True)
 class Motion:
@@ -53,14 +59,14 @@ def generate_motion(
     """PBNet pose and blink from audio features (official ``generate_pose_blink``).
 
     Args:
-        audio: (F, A) per-frame audio features on the nets' device.
+        audio: (F, A) per-frame audio features on the nets' device (cast to the nets' dtype).
         init_pose: (6,) raw initial pose of the portrait; init_eye: (2,) its eye ratios.
         generator: RNG of the per-frame latents (pose drawn first, then blink).
         motion_scale: multiplies the generated pose delta (0 = still head).
         blink: False keeps the eyes at ``init_eye``.
     """
-    device, dtype = audio.device, audio.dtype
-    feats = audio[None]
+    device, dtype = audio.device, next(pose_net.parameters()).dtype
+    feats = audio.to(dtype)[None]
     init_p = torch.as_tensor(init_pose, dtype=dtype, device=device).reshape(1, 1, 6)
     init_e = torch.as_tensor(init_eye, dtype=dtype, device=device).reshape(1, 1, 2)
     norm_init = normalize_pose(init_p)

@@ -42,7 +42,15 @@ from ..diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
 from ..hub import DawnModules
 from ..models.face_location import bbox_mask
 from .compile import CompileBackend, CompiledDenoiser
-from .motion import Motion, combine_motion, driver_motion, generate_motion, load_motion_file
+from .motion import (
+    MOTION_DTYPE,
+    MOTION_NETS,
+    Motion,
+    combine_motion,
+    driver_motion,
+    generate_motion,
+    load_motion_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,8 @@ class TalkingHeadPipeline:
         self.config = config or DawnConfig(resolution=modules.resolution)
         for module in modules.as_dict().values():
             module.eval().requires_grad_(False)
+        for name in MOTION_NETS:
+            getattr(modules, name).to(dtype=MOTION_DTYPE)  # PBNet stays float32 (motion.py)
         self.device = next(modules.unet.parameters()).device
         self.dtype = next(modules.unet.parameters()).dtype
         self.compile_backend = compile_backend
@@ -144,18 +154,22 @@ class TalkingHeadPipeline:
                                 face3d_dir=face3d_dir)
         from ..hub import load_model_dir
 
-        modules = load_model_dir(found.model_dir, device=device, dtype=dtype)
+        # stored dtype first, so PBNet's float32 weights are never rounded; ``to`` casts the rest
+        modules = load_model_dir(found.model_dir, device=device)
         encoder = None
         if found.audio_features == "hubert":
             assert found.hubert_dir is not None
             encoder = HubertFeatureExtractor.from_pretrained(found.hubert_dir, device=device)
         analyzer = FaceAnalyzer(found.face3d_dir, device=device)
-        return cls(modules, audio_encoder=encoder, face_analyzer=analyzer,
+        pipe = cls(modules, audio_encoder=encoder, face_analyzer=analyzer,
                    audio_features=found.audio_features)
+        return pipe.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TalkingHeadPipeline:
-        for module in self.modules.as_dict().values():
-            module.to(device=device, dtype=dtype) if dtype else module.to(device)
+        """Move every network to ``device``; cast all but PBNet (kept float32) to ``dtype``."""
+        for name, module in self.modules.as_dict().items():
+            cast = MOTION_DTYPE if name in MOTION_NETS else dtype
+            module.to(device=device, dtype=cast) if cast else module.to(device)
         if self.audio_encoder is not None:
             self.audio_encoder.to(device)
         self.device = torch.device(device)
@@ -193,14 +207,17 @@ class TalkingHeadPipeline:
             image_sq = np.array(Image.fromarray(original).resize((size, size), Image.BILINEAR))
         return Portrait(original, image_sq, face, crop_box, bbox)
 
-    def audio_condition(self, audio_16k: np.ndarray, num_frames: int) -> Tensor:
-        """(F, A) per-frame audio features on the pipeline's device."""
+    def audio_condition(
+        self, audio_16k: np.ndarray, num_frames: int, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """(F, A) per-frame audio features on the pipeline's device, in ``dtype`` (default: the
+        pipeline's)."""
         if self.audio_features == "hubert":
             assert self.audio_encoder is not None
             feats = self.audio_encoder(audio_16k, num_frames)
         else:
             feats = log_mel_features(audio_16k, num_frames, n_mels=self.modules.unet.cfg.audio_dim)
-        return feats.to(device=self.device, dtype=self.dtype)
+        return feats.to(device=self.device, dtype=dtype or self.dtype)
 
     @torch.no_grad()
     def sample_latents(
@@ -322,8 +339,10 @@ class TalkingHeadPipeline:
             raise ValueError(f"audio samples must be mono (N,), got shape {samples.shape}")
         portrait = self.prepare_portrait(image, options)
         num_frames = num_video_frames(len(samples), fps=options.fps)
-        audio_feats = self.audio_condition(samples, num_frames)
-        motion = self._motion(portrait, audio_feats, options, generator, pose, blink, driving_video)
+        # PBNet reads the float32 features, A2V-FDM the pipeline's dtype
+        feats32 = self.audio_condition(samples, num_frames, dtype=MOTION_DTYPE)
+        motion = self._motion(portrait, feats32, options, generator, pose, blink, driving_video)
+        audio_feats = feats32.to(self.dtype)
 
         src = torch.from_numpy(portrait.image).permute(2, 0, 1)[None]
         src = src.to(device=self.device, dtype=self.dtype) / 255.0
@@ -365,10 +384,12 @@ class TalkingHeadPipeline:
         )
         generated = None
         if pose_delta is None or eye_delta is None:
-            generated = generate_motion(
-                self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
-                generator=generator, motion_scale=scale, blink=options.blink,
-            )
+            # float32 even under a caller's autocast (motion.py: MOTION_DTYPE)
+            with torch.autocast(self.device.type, enabled=False):
+                generated = generate_motion(
+                    self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
+                    generator=generator, motion_scale=scale, blink=options.blink,
+                )
         return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
 
 

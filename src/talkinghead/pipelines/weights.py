@@ -26,6 +26,7 @@ import torch
 from .. import hub
 from ..configs import DawnConfig
 from ..hub import DawnModules
+from .motion import MOTION_DTYPE, MOTION_NETS
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def random_modules(
     dtype: torch.dtype = torch.float32,
 ) -> DawnModules:
     """All five networks of ``cfg`` with random (seeded) weights: for tests, demos of the plumbing
-    and timing (the cost of a network does not depend on its weight values)."""
+    and timing (the cost of a network does not depend on its weight values). ``dtype`` applies to
+    all but PBNet, which stays float32 as in the pipeline."""
     from ..models.face_location import FaceLocationEncoder
     from ..models.flow_autoencoder import FlowAutoencoder
     from ..models.pose_blink_cvae import PoseBlinkCVAE
@@ -168,8 +170,9 @@ def random_modules(
         )
     finally:
         torch.random.set_rng_state(state)
-    for m in modules.as_dict().values():
-        m.to(device=device, dtype=dtype).eval()
+    for name, m in modules.as_dict().items():
+        # PBNet's random weights are not rounded either (motion.py: MOTION_DTYPE)
+        m.to(device=device, dtype=MOTION_DTYPE if name in MOTION_NETS else dtype).eval()
     return modules
 
 
