@@ -119,7 +119,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=G.compile,
                    help="torch.compile the UNet (pays off on long clips; first call compiles)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="UNet and LFG precision; PBNet (pose/blink) always runs in float32 and "
+                   "--seed gives the same noise in every dtype")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_generate)
 
