@@ -19,9 +19,9 @@ from talkinghead.pipelines.talking_head import TalkingHeadPipeline
 from talkinghead.pipelines.weights import resolve_weights
 from talkinghead.train import TrainConfig, export_run, run_stage
 from talkinghead.train.config import STAGE_DEFAULTS
-from talkinghead.train.diffusion import mouth_mask
+from talkinghead.train.flow_ae import augment_pair
 from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
-from talkinghead.train.losses import VGG19Features
+from talkinghead.train.losses import VGG19Features, mouth_mask
 
 STEPS = 25
 
@@ -145,6 +145,29 @@ def test_mouth_mask() -> None:
     expected = torch.zeros(8, 8)
     expected[4, 2:4] = 1
     torch.testing.assert_close(mask[0, 0, 0], expected)
+
+
+def test_augment_pair_moves_the_mouth_box_with_the_frames() -> None:
+    # each frame carries a bright pixel at the centre of its own mouth box; after any flip and
+    # swap, the returned box must still be centred on the driving frame's bright pixel
+    b, size = 64, 16
+    boxes = torch.tensor([[2.0, 3.0, 5.0, 6.0], [9.0, 10.0, 14.0, 12.0]]).expand(b, 2, 4)
+    frames = torch.zeros(2, b, 3, size, size)
+    for k, (x0, y0, x1, y1) in enumerate(boxes[0].tolist()):
+        frames[k, :, :, int((y0 + y1) / 2), int((x0 + x1) / 2)] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    _, driving, box = augment_pair(frames[0], frames[1], gen, boxes)
+    centres = torch.stack([(box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2], 1)
+    for i in range(b):
+        y, x = divmod(int(driving[i, 0].argmax()), size)
+        assert abs(centres[i, 0] - (x + 0.5)) <= 1 and int(centres[i, 1]) == y
+    assert len({tuple(x.tolist()) for x in box}) == 4  # all four flip/swap cases were drawn
+
+
+def test_lfg_mouth_term(synth_data: Path, tmp_path: Path) -> None:
+    losses = run_stage(_cfg("lfg", synth_data, tmp_path / "run", steps=2, lfg_mouth_weight=5.0))
+    log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert len(losses.losses) == 2 and all(row["mouth"] > 0 for row in log)
 
 
 def test_vgg_loads_torchvision_layout() -> None:

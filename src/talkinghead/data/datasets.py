@@ -108,6 +108,7 @@ class LFGPairDataset(_LayoutDataset):
     Item:
         source: (3, H, W) float32 in [0, 1], the earlier frame;
         driving: (3, H, W) float32 in [0, 1], the later (or same) frame;
+        mouth_box: (2, 4) float32 [x0, y0, x1, y1] pixels of source and driving;
         frame_indices: (2,) int64 their indices in the clip; clip: the clip id (str).
     """
 
@@ -137,6 +138,7 @@ class LFGPairDataset(_LayoutDataset):
         return {
             "source": pair[0],
             "driving": pair[1],
+            "mouth_box": torch.from_numpy(np.array(reader.array("mouth_box")[[i, j]], np.float32)),
             "frame_indices": torch.tensor([i, j]),
             "clip": reader.info["id"],
         }

@@ -92,6 +92,7 @@ class TrainConfig:
     rec_weight: float = 10.0  # L1 pyramid (or VGG) weight per scale (and per VGG layer)
     equivariance_weight: float = 10.0  # weight of each equivariance term (shift, affine)
     transform_sigma: float = 0.05  # std of the random affine transform of the driving frame
+    lfg_mouth_weight: float = 0.0  # not official: L1 inside the mouth box (train/flow_ae.py)
     # PBNet (spec §5.2)
     net: str = "pose"  # which PBNet: "pose" (6-D) or "blink" (2-D)
     kl_weight: float = 0.004  # weight of the KL term

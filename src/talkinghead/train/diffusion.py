@@ -44,6 +44,7 @@ from ..models.unet3d import UNet3D
 from .config import TrainConfig, model_config_for_data
 from .export import export_component, load_trained, write_image_rows
 from .loop import Task, TrainResult, load_checkpoint, seeded, train
+from .losses import mouth_mask
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +70,6 @@ def face_location_encoder(channels: int, seed: int) -> FaceLocationEncoder:
         return enc
     with seeded(seed):
         return FaceLocationEncoder(out_channels=channels)
-
-
-def mouth_mask(mouth_box: Tensor, image_size: int, latent_size: int) -> Tensor:
-    """Mouth boxes ``(B, F, 4)`` [x0, y0, x1, y1] px -> ``(B, 1, F, h, w)`` {0, 1} at latent size."""
-    scale = latent_size / image_size
-    lo = torch.floor(mouth_box[..., :2] * scale)  # (x0, y0)
-    hi = torch.ceil(mouth_box[..., 2:] * scale)  # (x1, y1), exclusive
-    idx = torch.arange(latent_size, device=mouth_box.device, dtype=mouth_box.dtype)
-    cols = (idx >= lo[..., 0:1]) & (idx < hi[..., 0:1])  # -> (B, F, w)
-    rows = (idx >= lo[..., 1:2]) & (idx < hi[..., 1:2])  # -> (B, F, h)
-    return (rows[..., :, None] & cols[..., None, :]).unsqueeze(1).to(mouth_box.dtype)
 
 
 class A2VObjective(nn.Module):

@@ -6,6 +6,11 @@ Per item, two frames of one clip; the LFG reconstructs the later (driving) frame
 x (shift + affine equivariance of the region predictor under a random affine transform of the
 driving frame). Augmentation: the pair is flipped horizontally and swapped in time, each with
 probability 0.5 (the official ColorJitter is left out).
+
+Not official: ``lfg_mouth_weight`` > 0 adds that weight x the mean L1 error inside the driving
+frame's mouth box. Without a perceptual loss the lips are a few percent of the pixel loss and a
+small LFG learns head motion long before it learns to open the mouth; the lip term makes it learn
+both (used for the packaged demo model; 0 by default).
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from ..models.flow_autoencoder import FlowAutoencoder
 from .config import TrainConfig, model_config_for_data
 from .export import export_component, load_trained, write_image_rows
 from .loop import Task, TrainResult, load_checkpoint, seeded, train
-from .losses import ImagePyramid, RandomAffine, VGG19Features, equivariance_losses, pyramid_loss
+from .losses import (
+    ImagePyramid,
+    RandomAffine,
+    VGG19Features,
+    equivariance_losses,
+    mouth_mask,
+    pyramid_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +54,52 @@ class LFGObjective(nn.Module):
         self.vgg = vgg
         self.pyramid = ImagePyramid(lfg.cfg.num_channels)
         self.rec_weight, self.eq_weight = cfg.rec_weight, cfg.equivariance_weight
+        self.mouth_weight = cfg.lfg_mouth_weight
         self.sigma = cfg.transform_sigma
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict]:
-        source, driving = augment_pair(batch["source"], batch["driving"], generator)
+        source, driving, mouth_box = augment_pair(
+            batch["source"], batch["driving"], generator, batch["mouth_box"]
+        )
         out = self.lfg(source, driving)
         rec = self.rec_weight * pyramid_loss(out["prediction"], driving, self.pyramid, self.vgg)
+        metrics = {}
+        if self.mouth_weight > 0:
+            size = driving.shape[-1]
+            mask = mouth_mask(mouth_box[:, None], size, size)[:, :, 0]  # -> (B, 1, H, W)
+            err = (out["prediction"] - driving).abs() * mask
+            mouth = err.sum() / (mask.sum() * driving.shape[1]).clamp_min(1)
+            rec = rec + self.mouth_weight * mouth
+            metrics["mouth"] = mouth.detach()
         transform = RandomAffine(
             source.shape[0], self.sigma, generator=generator, device=driving.device
         )
         transformed = self.lfg.region_predictor(transform.transform_frame(driving))
         shift, affine = equivariance_losses(out["driving_region_params"], transformed, transform)
         loss = rec + self.eq_weight * (shift + affine)
-        return loss, {"rec": rec.detach(), "eq_shift": shift.detach(), "eq_affine": affine.detach()}
+        metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
+        return loss, metrics
 
 
 def augment_pair(
-    source: Tensor, driving: Tensor, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """Random horizontal flip (both frames alike) and time swap per item; (B, 3, H, W) each."""
-    b = source.shape[0]
+    source: Tensor, driving: Tensor, generator: torch.Generator, mouth_box: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Random horizontal flip (both frames alike) and time swap per item.
+
+    Args:
+        source, driving: (B, 3, H, W).
+        mouth_box: (B, 2, 4) [x0, y0, x1, y1] pixels of source and driving.
+
+    Returns:
+        source, driving (B, 3, H, W) and the new driving frame's mouth box (B, 4).
+    """
+    b, width = source.shape[0], source.shape[-1]
     flip, swap = torch.rand((2, b, 1, 1, 1), generator=generator, device=source.device) < 0.5
     source, driving = (torch.where(flip, x.flip(-1), x) for x in (source, driving))
-    return torch.where(swap, driving, source), torch.where(swap, source, driving)
+    box = torch.where(swap[:, 0, 0], mouth_box[:, 0], mouth_box[:, 1])  # -> (B, 4)
+    mirrored = torch.stack([width - box[:, 2], box[:, 1], width - box[:, 0], box[:, 3]], dim=1)
+    box = torch.where(flip[:, 0, 0], mirrored, box)
+    return torch.where(swap, driving, source), torch.where(swap, source, driving), box
 
 
 def _vgg(path: str | None) -> VGG19Features | None:

@@ -1,4 +1,4 @@
-"""LFG training losses (dawn_spec.md §5.1; MRAA's ``ReconstructionModel``).
+"""Training losses: the LFG's (dawn_spec.md §5.1; MRAA's ``ReconstructionModel``) and the mouth mask.
 
 * ``ImagePyramid``: the frame at scales [1, 0.5, 0.25, 0.125] (anti-aliased downsampling).
 * ``VGG19Features``: relu1_1 ... relu5_1 of an ImageNet VGG19, built here (no torchvision) with the
@@ -9,6 +9,8 @@
   official transform is affine (sigma 0.05) plus a thin-plate spline (sigma 0.005, 5x5 control
   points); this implementation uses the affine part only (its TPS part is a small perturbation,
   and with an affine transform the Jacobian is exact and constant).
+* ``mouth_mask``: mouth boxes as a {0, 1} mask at any size, for the lip-region terms (the A2V-FDM
+  mouth loss, and the LFG's optional one).
 """
 
 from __future__ import annotations
@@ -160,3 +162,14 @@ def equivariance_losses(
     value = value * sign[..., None, :]
     eye = torch.eye(2, device=value.device, dtype=value.dtype)
     return shift.abs().mean(), (eye - value).abs().mean()
+
+
+def mouth_mask(mouth_box: Tensor, image_size: int, latent_size: int) -> Tensor:
+    """Mouth boxes ``(B, F, 4)`` [x0, y0, x1, y1] px -> ``(B, 1, F, h, w)`` {0, 1} at latent size."""
+    scale = latent_size / image_size
+    lo = torch.floor(mouth_box[..., :2] * scale)  # (x0, y0)
+    hi = torch.ceil(mouth_box[..., 2:] * scale)  # (x1, y1), exclusive
+    idx = torch.arange(latent_size, device=mouth_box.device, dtype=mouth_box.dtype)
+    cols = (idx >= lo[..., 0:1]) & (idx < hi[..., 0:1])  # -> (B, F, w)
+    rows = (idx >= lo[..., 1:2]) & (idx < hi[..., 1:2])  # -> (B, F, h)
+    return (rows[..., :, None] & cols[..., None, :]).unsqueeze(1).to(mouth_box.dtype)
