@@ -140,3 +140,14 @@ def test_to_and_from_pretrained_keep_pbnet_float32(tiny_model_dir: Path) -> None
     ref.to("cpu", torch.bfloat16)
     assert next(ref.modules.unet.parameters()).dtype == torch.bfloat16
     assert next(ref.modules.blink.parameters()).dtype == torch.float32
+
+
+def test_autocast_leaves_audio_features_and_pbnet_in_float32(
+    portrait: Path, speech_wav: Path
+) -> None:
+    ref, _ = _run(_pipeline(torch.float32), portrait, speech_wav)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result, seen = _run(_pipeline(torch.float32), portrait, speech_wav)
+    assert seen["pbnet_out"] == torch.float32
+    np.testing.assert_array_equal(result.motion.pose, ref.motion.pose)
+    np.testing.assert_array_equal(result.motion.eye, ref.motion.eye)

@@ -339,9 +339,11 @@ class TalkingHeadPipeline:
             raise ValueError(f"audio samples must be mono (N,), got shape {samples.shape}")
         portrait = self.prepare_portrait(image, options)
         num_frames = num_video_frames(len(samples), fps=options.fps)
-        # PBNet reads the float32 features, A2V-FDM the pipeline's dtype
-        feats32 = self.audio_condition(samples, num_frames, dtype=MOTION_DTYPE)
-        motion = self._motion(portrait, feats32, options, generator, pose, blink, driving_video)
+        # audio features and PBNet in float32 (motion.py: MOTION_DTYPE), even under a caller's
+        # autocast; A2V-FDM reads the features in the pipeline's dtype
+        with torch.autocast(self.device.type, enabled=False):
+            feats32 = self.audio_condition(samples, num_frames, dtype=MOTION_DTYPE)
+            motion = self._motion(portrait, feats32, options, generator, pose, blink, driving_video)
         audio_feats = feats32.to(self.dtype)
 
         src = torch.from_numpy(portrait.image).permute(2, 0, 1)[None]
@@ -384,12 +386,10 @@ class TalkingHeadPipeline:
         )
         generated = None
         if pose_delta is None or eye_delta is None:
-            # float32 even under a caller's autocast (motion.py: MOTION_DTYPE)
-            with torch.autocast(self.device.type, enabled=False):
-                generated = generate_motion(
-                    self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
-                    generator=generator, motion_scale=scale, blink=options.blink,
-                )
+            generated = generate_motion(
+                self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
+                generator=generator, motion_scale=scale, blink=options.blink,
+            )
         return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
 
 
