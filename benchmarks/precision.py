@@ -2,7 +2,7 @@
 
     python benchmarks/precision.py [--model DIR | --preset reduced-golden] [--seconds 3 | --frames F] \\
         [--steps 10] [--precisions bfloat16 float16] [--modes cast autocast] [--threads 1] \\
-        [--out /tmp/precision]
+        [--fixed-motion] [--cast-pbnet] [--out /tmp/precision]
 
 One model (the packaged demo model by default, any converted model directory with ``--model``, or
 ``--preset reduced-golden``: the golden reduced UNet / LFG / PBNet of ``../shared/golden``, random
@@ -15,13 +15,12 @@ one clip (the demo portrait and speech by default, cut to ``--seconds`` or ``--f
 * ``autocast``: float32 weights and sampler state, the whole call under ``torch.autocast``
   (matmuls and convolutions in the lower precision, reductions and the DDIM update in float32).
 
-Every run has the same seed and the same random draws: the pipeline draws its noise in its own
-dtype, and ``torch.randn`` in bfloat16 is not float32 ``randn`` rounded (a different stream for some
-sizes), so during the call ``torch.randn`` is made to draw in float32 and round, i.e. all runs get
-the float32 reference's draws (PBNet latents, x_T, DDIM noise). Reported per run: the final latent
-(flow x, flow y, occlusion) max abs / mean abs deviation from float32, PSNR (dB, 0..255) of the
-decoded uint8 video against the float32 video, and the wall time of the sampler call
-(``sample_latents``). Default precisions: bfloat16 on CPU; bfloat16 and float16 on CUDA. Prints a
+In both modes the pipeline runs PBNet in float32 (issue #5); ``--cast-pbnet`` casts PBNet to the
+lower precision too, as before that fix, to measure what keeping it float32 buys. Every run has the
+same seed and the same random draws: the pipeline draws its noise (PBNet latents, x_T, DDIM noise)
+in float32 and casts it. Reported per run: the final latent (flow x, flow y, occlusion) max abs /
+mean abs deviation from float32, PSNR (dB, 0..255) of the decoded uint8 video against the float32
+video, and the wall time of the sampler call (``sample_latents``). Default precisions: bfloat16 on CPU; bfloat16 and float16 on CUDA. Prints a
 table and writes ``<out>/precision.json``.
 """
 
@@ -34,10 +33,9 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +52,7 @@ from talkinghead.eval.metrics import psnr
 from talkinghead.hub import DawnModules
 from talkinghead.models import flow_autoencoder, pose_blink_cvae, unet3d
 from talkinghead.models.face_location import FaceLocationEncoder
-from talkinghead.pipelines.motion import Motion
+from talkinghead.pipelines.motion import MOTION_NETS, Motion
 from talkinghead.pipelines.talking_head import TalkingHeadPipeline
 
 logger = logging.getLogger("benchmarks.precision")
@@ -66,7 +64,6 @@ REDUCED = "reduced-golden"
 PRECISIONS = ("bfloat16", "float16")
 MODES = ("cast", "autocast")
 SAMPLES_PER_FRAME = 16_000 // GenerateOptions.fps
-_RANDN = torch.randn
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,6 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fixed-motion",
         action="store_true",
         help="every run follows the float32 PBNet pose / eyes (isolates A2V-FDM + LFG)",
+    )
+    p.add_argument(
+        "--cast-pbnet",
+        action="store_true",
+        help="cast PBNet to the lower precision too (the pipeline keeps it float32)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=Path("/tmp/precision"))
@@ -129,7 +131,7 @@ class SeededAudioFeatures:
 
     def __call__(self, audio_16k: np.ndarray, num_frames: int) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        return _RANDN(num_frames, self.dim, generator=g).to(self.device)
+        return torch.randn(num_frames, self.dim, generator=g).to(self.device)
 
 
 def golden_modules(golden_dir: Path, device: torch.device) -> DawnModules:
@@ -201,23 +203,6 @@ class Rendered:
     sampling_s: float  # wall time of ``sample_latents``
 
 
-@contextmanager
-def float32_draws() -> Iterator[None]:
-    """``torch.randn`` draws float32 and rounds to the requested dtype, so every precision gets the
-    float32 run's random stream (benchmark only: restored on exit)."""
-
-    @wraps(_RANDN)
-    def randn(*size, dtype: torch.dtype | None = None, **kwargs):  # type: ignore[no-untyped-def]
-        out = _RANDN(*size, dtype=torch.float32, **kwargs)
-        return out if dtype is None else out.to(dtype)
-
-    torch.randn = randn  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        torch.randn = _RANDN  # type: ignore[assignment]
-
-
 def render(
     pipe: TalkingHeadPipeline,
     image: Path,
@@ -244,7 +229,7 @@ def render(
         torch.autocast(pipe.device.type, dtype=autocast) if autocast is not None else nullcontext()
     )
     # frames are produced lazily: decoding happens while they are consumed, inside the contexts
-    with float32_draws(), amp:
+    with amp:
         drivers = {} if motion is None else {"pose": motion.pose, "blink": motion.eye}
         result = pipe(image=image, audio=audio, options=options, progress=False, **drivers)
         assert result.frames is not None
@@ -346,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
                 pipe = build()
                 if mode == "cast":
                     pipe.to(args.device, dtype)
+                if args.cast_pbnet:
+                    for net in MOTION_NETS:
+                        getattr(pipe.modules, net).to(dtype)
                 amp = dtype if mode == "autocast" else None
                 run = render(pipe, image, samples, options, amp, fixed)
             except (RuntimeError, ValueError, NotImplementedError) as err:
@@ -370,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps": args.steps,
         "sampler": args.sampler,
         "fixed_motion": args.fixed_motion,
+        "cast_pbnet": args.cast_pbnet,
         "seed": args.seed,
         "rows": rows,
         "device": args.device,
