@@ -336,7 +336,10 @@ def train(
         logger.info("resumed %s at step %d", run_dir, step)
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
-        objective = DistributedDataParallel(objective, device_ids=ids)
+        # The official UNet carries layers its forward never calls (the cross-attention blocks
+        # inside final_conv / occlusion_map, kept so official checkpoints load): DDP must not wait
+        # for their gradients.
+        objective = DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
 
     use_bf16 = cfg.precision == "bf16" and info.device.type == "cuda"
     if cfg.precision == "bf16" and not use_bf16:
