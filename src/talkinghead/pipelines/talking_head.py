@@ -135,6 +135,8 @@ class TalkingHeadPipeline:
         self.dtype = next(modules.unet.parameters()).dtype
         self.compile_backend = compile_backend
         self._compiled: CompiledDenoiser | None = None
+        # set per call by __call__; sample_latents / decode called on their own show no bars
+        self._progress = False
 
     @classmethod
     def from_pretrained(
