@@ -185,7 +185,7 @@ PRESETS: dict[str, DawnConfig] = {
             dim=32, dim_mults=(1, 2, 4), feature_channels=64, face_loc_channels=16, audio_dim=80,
             attn_heads=4, attn_dim_head=16, cross_attn_heads=4, cross_attn_dim_head=8,
             init_kernel_size=5, resnet_groups=8, rel_pos_buckets=32, rel_pos_max_distance=32,
-            window=40,
+            window=20,  # trained on 24-frame clips: no offset beyond 23 was ever seen
         ),
     ),
 }

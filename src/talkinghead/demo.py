@@ -36,6 +36,7 @@ PORTRAIT = "portrait.png"
 SPEECH = "speech.wav"
 FACE_FILE = "portrait.json"
 DEMO_SEED = (0, 100_000)  # synth clips of the training set use (0, i) with small i
+DEMO_ZOOM = 1.5  # the framing the demo model was trained on (talkinghead data synth --zoom)
 
 
 class KnownFace:
@@ -71,7 +72,12 @@ class KnownFace:
 
 
 def make_demo_assets(
-    out_dir: str | Path, *, seed: tuple[int, int] = DEMO_SEED, seconds: float = 5.0, voice: str = "auto"
+    out_dir: str | Path,
+    *,
+    seed: tuple[int, int] = DEMO_SEED,
+    seconds: float = 5.0,
+    voice: str = "auto",
+    zoom: float = DEMO_ZOOM,
 ) -> dict[str, Path]:
     """Write the demo portrait (frame 0 of a synthetic clip), its speech and its face facts.
 
@@ -80,6 +86,8 @@ def make_demo_assets(
         seed: synth seed; keep it outside the training set's ``(seed, index)`` range.
         seconds: speech length.
         voice: "auto", "espeak" or "formant" (``data.synth_voice.synthesize_speech``).
+        zoom: camera framing (``data.synth.synthesize_clip``); the model's training framing.
+
     Returns:
         name -> written path.
     """
@@ -91,7 +99,7 @@ def make_demo_assets(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clip = synthesize_clip(list(seed), seconds, 64, voice)
+    clip = synthesize_clip(list(seed), seconds, 64, voice, zoom)
     frame = clip.frames[0]
     h, w = frame.shape[:2]
     x_min, x_max, y_min, y_max = (float(v) for v in clip.bbox[0][:4])
