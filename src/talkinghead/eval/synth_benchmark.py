@@ -189,14 +189,17 @@ def lfg_psnr(
     return psnr(preds.float() * 255.0, video.float() * 255.0)
 
 
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """(F, s, s, 3) uint8 -> (F, size, size, 3) (bicubic; unchanged when s == size)."""
+    if frames.shape[1] == size:
+        return frames
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
 def _to_uint8(video: Tensor, size: int) -> np.ndarray:
-    """(F, 3, s, s) in [0, 1] -> (F, size, size, 3) uint8 RGB (bicubic when s != size)."""
+    """(F, 3, s, s) in [0, 1] -> (F, size, size, 3) uint8 RGB."""
     frames = (video.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    if frames.shape[1] != size:
-        frames = np.stack(
-            [cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in frames]
-        )
-    return frames
+    return _resize(frames, size)
 
 
 def _generate(
@@ -259,11 +262,7 @@ def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) 
     for name, use_pbnet in (("gt", False), ("pbnet", True)):
         if use_pbnet and not options.pbnet:
             continue
-        gen = _generate(pipe, reader, options, seed, use_pbnet)
-        if gen.shape[1] != data_size:
-            gen = np.stack(
-                [cv2.resize(f, (data_size, data_size), interpolation=cv2.INTER_CUBIC) for f in gen]
-            )
+        gen = _resize(_generate(pipe, reader, options, seed, use_pbnet), data_size)
         row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box, style), truth_open)
         row[f"blink_rate_{name}"] = len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
     return row
