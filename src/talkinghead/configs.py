@@ -43,6 +43,9 @@ class FlowAEConfig:
     bg_max_features: int = 1024  # encoder channel cap
     bg_num_blocks: int = 5  # encoder depth
     scale_factor: float = 0.25  # flow / region resolution relative to the image
+    # resolution the region predictor sees, relative to the image; None = scale_factor (official).
+    # Small frames need it finer: at 64 px and 0.25 a mouth is 3 px wide after the blur.
+    region_scale_factor: float | None = None
     svd: str = "lapack"  # region covariance sqrt: "lapack" (official, CPU) | "analytic" (on device)
 
 
@@ -172,6 +175,7 @@ PRESETS: dict[str, DawnConfig] = {
             bg_max_features=64,
             bg_num_blocks=3,
             num_regions=10,
+            region_scale_factor=0.5,
         ),
         pose=PoseBlinkConfig(
             audio_dim=80, latent_dim=64, audio_latent_dim=64, pose_latent_dim=32, ff_size=64,

@@ -253,6 +253,19 @@ def test_tiny_shapes() -> None:
     assert torch.equal(enc.fea, model.compute_fea(_images(1, 3)))
 
 
+def test_region_predictor_at_its_own_scale() -> None:
+    cfg = dataclasses.replace(TINY, region_scale_factor=0.5)
+    model = FlowAutoencoder(cfg).eval()
+    with torch.no_grad():
+        out = model(_images(2, 1), _images(2, 2))
+    assert out["source_region_params"]["heatmap"].shape[-2:] == (S // 2, S // 2)
+    h = int(S * TINY.scale_factor)
+    assert out["optical_flow"].shape == (2, h, h, 2)
+    assert out["prediction"].shape == (2, 3, S, S)
+    assert config_from_state_dict(model.state_dict()).region_scale_factor == 0.5
+    assert config_from_state_dict(_tiny().state_dict()).region_scale_factor is None
+
+
 def test_tiny_batched_decode_equals_per_frame() -> None:
     model = _tiny()
     source = _images(1, 4)

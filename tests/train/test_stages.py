@@ -3,6 +3,7 @@ curriculum varies clip lengths, exports load into the generation pipeline, the C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from talkinghead import hub
 from talkinghead.cli import main
-from talkinghead.configs import GenerateOptions
+from talkinghead.configs import PRESETS, GenerateOptions
 from talkinghead.data.dataset_layout import ClipReader
 from talkinghead.pipelines.motion import Motion
 from talkinghead.pipelines.talking_head import TalkingHeadPipeline
@@ -20,6 +21,7 @@ from talkinghead.pipelines.weights import resolve_weights
 from talkinghead.train import TrainConfig, export_run, run_stage
 from talkinghead.train.config import STAGE_DEFAULTS
 from talkinghead.train.flow_ae import augment_pair
+from talkinghead.train.flow_ae import build_task as build_lfg_task
 from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
 from talkinghead.train.losses import VGG19Features, mouth_mask
 
@@ -168,6 +170,21 @@ def test_lfg_mouth_term(synth_data: Path, tmp_path: Path) -> None:
     losses = run_stage(_cfg("lfg", synth_data, tmp_path / "run", steps=2, lfg_mouth_weight=5.0))
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert len(losses.losses) == 2 and all(row["mouth"] > 0 for row in log)
+
+
+def test_lfg_init_from_another_region_scale(
+    synth_data: Path, lfg_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = PRESETS["tiny"]
+    finer = dataclasses.replace(tiny.flow_ae, region_scale_factor=tiny.flow_ae.scale_factor * 2)
+    monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(tiny, flow_ae=finer))
+    cfg = _cfg("lfg", synth_data, tmp_path / "run", init_from=str(lfg_run[0]))
+    lfg = build_lfg_task(cfg.resolve()).model
+    init = load_checkpoint(lfg_run[0])["ema"]
+    key = "region_predictor.regions.weight"
+    assert torch.equal(lfg.state_dict()[key], init[key])
+    heatmap = lfg.region_predictor(torch.rand(1, 3, tiny.resolution, tiny.resolution))["heatmap"]
+    assert heatmap.shape[-1] == int(tiny.resolution * finer.region_scale_factor)
 
 
 def test_vgg_loads_torchvision_layout() -> None:

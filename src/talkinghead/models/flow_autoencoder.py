@@ -86,11 +86,18 @@ def covariance_sqrt(covar: Tensor, method: str = "lapack") -> tuple[Tensor, Tens
     return u @ d, u, d
 
 
+def region_scale(cfg: FlowAEConfig) -> float:
+    """Resolution of the region predictor's input relative to the image."""
+    return cfg.scale_factor if cfg.region_scale_factor is None else cfg.region_scale_factor
+
+
 class RegionPredictor(nn.Module):
     """Region heat-maps and their affine parameters (PCA-based, official ``pca_based=True``).
 
     ``forward(x: (B, C, S, S))`` -> dict with ``heatmap (B, K, h, w)``, ``shift (B, K, 2)``,
-    ``covar``, ``affine``, ``u``, ``d`` (each ``(B, K, 2, 2)``), ``h = S * scale_factor``.
+    ``covar``, ``affine``, ``u``, ``d`` (each ``(B, K, 2, 2)``), ``h = S * region_scale_factor``
+    (``scale_factor`` when unset). Shifts and covariances are in [-1, 1] image coordinates, so the
+    flow predictor may run at another resolution.
     """
 
     def __init__(self, cfg: FlowAEConfig) -> None:
@@ -104,11 +111,12 @@ class RegionPredictor(nn.Module):
         self.regions = nn.Conv2d(self.predictor.out_filters, cfg.num_regions, 7, padding=3)
         self.temperature = cfg.temperature
         self.svd = cfg.svd
-        if cfg.scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(cfg.num_channels, cfg.scale_factor)
+        scale = region_scale(cfg)
+        if scale != 1:
+            self.down = AntiAliasInterpolation2d(cfg.num_channels, scale)
 
     def downsample(self, x: Tensor) -> Tensor:
-        """Anti-aliased ``scale_factor`` image ``(B, C, h, w)`` the hourglass sees."""
+        """Anti-aliased ``region_scale(cfg)`` image ``(B, C, h, w)`` the hourglass sees."""
         return self.down(x) if hasattr(self, "down") else x
 
     def forward(self, x: Tensor) -> RegionParams:
@@ -427,11 +435,20 @@ def _encoder_dims(sd: Mapping[str, Tensor], prefix: str, default_max: int) -> tu
     return be, _max_features(widths, be, default_max), n
 
 
+def _anti_alias_scale(sd: Mapping[str, Tensor], key: str) -> float:
+    """Scale of the ``AntiAliasInterpolation2d`` whose kernel is ``sd[key]`` (1 when absent)."""
+    if key not in sd:
+        return 1.0
+    sigma = (sd[key].shape[-1] - 1) / 8
+    return 1.0 / (2 * sigma + 1)
+
+
 def config_from_state_dict(sd: Mapping[str, Tensor]) -> FlowAEConfig:
     """Architecture of an LFG state dict (official key names), read off the tensor shapes.
 
-    Fields that shapes do not determine (``temperature``) keep their defaults; ``scale_factor`` is
-    read from the anti-alias kernel size (``2 * round(4 sigma) + 1``, ``scale = 1 / (2 sigma + 1)``).
+    Fields that shapes do not determine (``temperature``) keep their defaults; ``scale_factor`` and
+    ``region_scale_factor`` are read from the anti-alias kernel sizes of the flow and region
+    predictors (``2 * round(4 sigma) + 1``, ``scale = 1 / (2 sigma + 1)``).
     """
     default = FlowAEConfig()
     g = "generator."
@@ -446,10 +463,8 @@ def config_from_state_dict(sd: Mapping[str, Tensor]) -> FlowAEConfig:
         sd, "region_predictor.predictor.encoder.", default.region_max_features
     )
     bg_be, bg_max, bg_n = _encoder_dims(sd, "bg_predictor.encoder.", default.bg_max_features)
-    scale = 1.0
-    if "region_predictor.down.weight" in sd:
-        sigma = (sd["region_predictor.down.weight"].shape[-1] - 1) / 8
-        scale = 1.0 / (2 * sigma + 1)
+    scale = _anti_alias_scale(sd, g + "pixelwise_flow_predictor.down.weight")
+    region = _anti_alias_scale(sd, "region_predictor.down.weight")
     return dataclasses.replace(
         default,
         num_channels=first.shape[1],
@@ -468,4 +483,5 @@ def config_from_state_dict(sd: Mapping[str, Tensor]) -> FlowAEConfig:
         bg_max_features=bg_max,
         bg_num_blocks=bg_n,
         scale_factor=scale,
+        region_scale_factor=None if region == scale else region,
     )

@@ -117,7 +117,11 @@ def build_task(cfg: TrainConfig) -> Task:
         lfg = FlowAutoencoder(dawn.flow_ae)
     if cfg.init_from:
         init, _ = load_trained(cfg.init_from, COMPONENT)
-        lfg.load_state_dict(init.state_dict())
+        state = {k: v for k, v in init.state_dict().items() if not k.endswith(".down.weight")}
+        # The anti-alias kernels (``*.down.weight``) are fixed buffers built from the scales of
+        # this run's config, which may differ from the initial run's (``region_scale_factor``).
+        state.update({k: v for k, v in lfg.state_dict().items() if k.endswith(".down.weight")})
+        lfg.load_state_dict(state)
     dataset = LFGPairDataset(
         cfg.data, "train", max_gap=cfg.max_gap, seed=cfg.seed, num_repeats=cfg.num_repeats
     )
