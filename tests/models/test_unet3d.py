@@ -214,10 +214,10 @@ def test_frame_chunked_layers_equal_whole_clip(module: str) -> None:
             8, 16, groups=4, cross_heads=2, cross_dim_head=4, time_emb_dim=8, cond_dims=(5, 6, 2)
         )
         cond = torch.randn(1, 7, 13)
-        run = lambda n: block._cond_residual(x, cond, max_elements=n * 16 * 16)  # noqa: E731
+        run = lambda n: block._cond_residual(x, cond, max_elements=n * 16 * 16)
     else:
         layer = SpatialLinearAttention(8, heads=2, dim_head=4)
-        run = lambda n: layer(x, max_elements=n * 24 * 16)  # noqa: E731
+        run = lambda n: layer(x, max_elements=n * 24 * 16)
     with torch.no_grad():
         whole = run(7)
         for frames in (1, 3):
