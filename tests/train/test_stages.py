@@ -23,7 +23,7 @@ from talkinghead.train.config import STAGE_DEFAULTS
 from talkinghead.train.flow_ae import augment_pair
 from talkinghead.train.flow_ae import build_task as build_lfg_task
 from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
-from talkinghead.train.losses import VGG19Features, mouth_mask
+from talkinghead.train.losses import VGG19Features, mouth_mask, region_separation
 
 STEPS = 25
 
@@ -166,10 +166,26 @@ def test_augment_pair_moves_the_mouth_box_with_the_frames() -> None:
     assert len({tuple(x.tolist()) for x in box}) == 4  # all four flip/swap cases were drawn
 
 
-def test_lfg_mouth_term(synth_data: Path, tmp_path: Path) -> None:
-    losses = run_stage(_cfg("lfg", synth_data, tmp_path / "run", steps=2, lfg_mouth_weight=5.0))
+def test_lfg_mouth_and_separation_terms(synth_data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(
+        "lfg", synth_data, tmp_path / "run", steps=2, lfg_mouth_weight=5.0, lfg_separation_weight=1.0
+    )
+    losses = run_stage(cfg)
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
-    assert len(losses.losses) == 2 and all(row["mouth"] > 0 for row in log)
+    assert len(losses.losses) == 2
+    assert all(row["mouth"] > 0 and 0 < row["separation"] <= 1 for row in log)
+
+
+def test_region_separation_pushes_collapsed_regions_apart() -> None:
+    collapsed = torch.zeros(1, 3, 2, requires_grad=True)
+    spread = torch.tensor([[[-0.8, 0.0], [0.0, 0.0], [0.8, 0.0]]], requires_grad=True)
+    assert region_separation(collapsed, 0.1).item() == pytest.approx(1.0)
+    assert region_separation(spread, 0.1).item() < 1e-6
+    near = torch.tensor([[[-0.01, 0.0], [0.0, 0.0], [0.01, 0.0]]], requires_grad=True)
+    region_separation(near, 0.1).backward()
+    # gradient descent moves the outer regions outwards and leaves the middle one
+    assert near.grad[0, 0, 0] > 0 > near.grad[0, 2, 0]
+    assert near.grad[0, 1].abs().max() < 1e-6
 
 
 def test_lfg_init_from_another_region_scale(

@@ -93,6 +93,8 @@ class TrainConfig:
     equivariance_weight: float = 10.0  # weight of each equivariance term (shift, affine)
     transform_sigma: float = 0.05  # std of the random affine transform of the driving frame
     lfg_mouth_weight: float = 0.0  # not official: L1 inside the mouth box (train/flow_ae.py)
+    lfg_separation_weight: float = 0.0  # not official: pushes region centres apart (losses.py)
+    lfg_separation_sigma: float = 0.1  # range of that push, in [-1, 1] image coordinates
     # PBNet (spec §5.2)
     net: str = "pose"  # which PBNet: "pose" (6-D) or "blink" (2-D)
     kl_weight: float = 0.004  # weight of the KL term

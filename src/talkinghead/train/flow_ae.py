@@ -9,8 +9,11 @@ probability 0.5 (the official ColorJitter is left out).
 
 Not official: ``lfg_mouth_weight`` > 0 adds that weight x the mean L1 error inside the driving
 frame's mouth box. Without a perceptual loss the lips are a few percent of the pixel loss and a
-small LFG learns head motion long before it learns to open the mouth; the lip term makes it learn
-both (used for the packaged demo model; 0 by default).
+small LFG learns head motion long before it learns to open the mouth. ``lfg_separation_weight`` > 0
+adds that weight x ``region_separation`` of the driving frame's region centres: a small LFG trained
+briefly lets all its regions cover the whole face (identical regions get identical gradients and
+stay together), and then nothing tracks the lips. Both are used for the packaged demo model and
+are 0 by default.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .losses import (
     equivariance_losses,
     mouth_mask,
     pyramid_loss,
+    region_separation,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class LFGObjective(nn.Module):
         self.pyramid = ImagePyramid(lfg.cfg.num_channels)
         self.rec_weight, self.eq_weight = cfg.rec_weight, cfg.equivariance_weight
         self.mouth_weight = cfg.lfg_mouth_weight
+        self.separation_weight = cfg.lfg_separation_weight
+        self.separation_sigma = cfg.lfg_separation_sigma
         self.sigma = cfg.transform_sigma
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict]:
@@ -77,6 +83,10 @@ class LFGObjective(nn.Module):
         transformed = self.lfg.region_predictor(transform.transform_frame(driving))
         shift, affine = equivariance_losses(out["driving_region_params"], transformed, transform)
         loss = rec + self.eq_weight * (shift + affine)
+        if self.separation_weight > 0:
+            sep = region_separation(out["driving_region_params"]["shift"], self.separation_sigma)
+            loss = loss + self.separation_weight * sep
+            metrics["separation"] = sep.detach()
         metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
         return loss, metrics
 

@@ -164,6 +164,19 @@ def equivariance_losses(
     return shift.abs().mean(), (eye - value).abs().mean()
 
 
+def region_separation(shift: Tensor, sigma: float) -> Tensor:
+    """Mean over region pairs of ``exp(-|s_k - s_l|^2 / (2 sigma^2))``: ``shift (B, K, 2)`` -> ().
+
+    The separation prior of unsupervised landmark discovery (Zhang et al., CVPR 2018): it is 1 for
+    regions on top of each other and vanishes beyond a few ``sigma``, so it breaks up regions that
+    collapsed onto one spot without pulling apart regions that already found their own parts.
+    """
+    k = shift.shape[1]
+    dist2 = (shift.unsqueeze(2) - shift.unsqueeze(1)).pow(2).sum(-1)  # -> (B, K, K)
+    pairs = torch.triu(torch.ones(k, k, dtype=torch.bool, device=shift.device), diagonal=1)
+    return torch.exp(-dist2[:, pairs] / (2 * sigma**2)).mean()
+
+
 def mouth_mask(mouth_box: Tensor, image_size: int, latent_size: int) -> Tensor:
     """Mouth boxes ``(B, F, 4)`` [x0, y0, x1, y1] px -> ``(B, 1, F, h, w)`` {0, 1} at latent size."""
     scale = latent_size / image_size
