@@ -409,6 +409,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lfg-separation-weight", type=float, default=d.lfg_separation_weight,
                    help="lfg: weight of a term pushing region centres apart, against regions "
                         "that all cover the whole face (not official; default 0)")
+    p.add_argument("--lfg-mouth-region-weight", type=float, default=d.lfg_mouth_region_weight,
+                   help="lfg: weight of a term that makes region 0 follow the mouth box of "
+                        "synthetic data (not official; default 0)")
     p.add_argument("--net", choices=("pose", "blink"), default=d.net, help="pbnet: which net")
     p.add_argument("--lfg", default=d.lfg, help="a2v: trained LFG (run dir or model dir)")
     p.add_argument("--curriculum", type=int, choices=(1, 2), default=d.curriculum,
@@ -436,7 +439,8 @@ def _run_train(args: argparse.Namespace) -> int:
                 ckpt_every=args.ckpt_every, sample_every=args.sample_every,
                 init_from=args.init_from, vgg_weights=args.vgg_weights,
                 lfg_mouth_weight=args.lfg_mouth_weight,
-                lfg_separation_weight=args.lfg_separation_weight, net=args.net,
+                lfg_separation_weight=args.lfg_separation_weight,
+                lfg_mouth_region_weight=args.lfg_mouth_region_weight, net=args.net,
                 lfg=args.lfg, curriculum=args.curriculum, progress=not args.no_progress,
             )
             result = run_stage(cfg, resume=args.resume)

@@ -23,7 +23,12 @@ from talkinghead.train.config import STAGE_DEFAULTS
 from talkinghead.train.flow_ae import augment_pair
 from talkinghead.train.flow_ae import build_task as build_lfg_task
 from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
-from talkinghead.train.losses import VGG19Features, mouth_mask, region_separation
+from talkinghead.train.losses import (
+    VGG19Features,
+    mouth_mask,
+    region_box_loss,
+    region_separation,
+)
 
 STEPS = 25
 
@@ -167,13 +172,23 @@ def test_augment_pair_moves_the_mouth_box_with_the_frames() -> None:
 
 
 def test_lfg_mouth_and_separation_terms(synth_data: Path, tmp_path: Path) -> None:
-    cfg = _cfg(
-        "lfg", synth_data, tmp_path / "run", steps=2, lfg_mouth_weight=5.0, lfg_separation_weight=1.0
-    )
-    losses = run_stage(cfg)
+    weights = {"lfg_mouth_weight": 5.0, "lfg_separation_weight": 1.0, "lfg_mouth_region_weight": 1.0}
+    losses = run_stage(_cfg("lfg", synth_data, tmp_path / "run", steps=2, **weights))
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert len(losses.losses) == 2
     assert all(row["mouth"] > 0 and 0 < row["separation"] <= 1 for row in log)
+    assert all(row["mouth_region"] > 0 for row in log)
+
+
+def test_region_box_loss_follows_the_box() -> None:
+    box = torch.tensor([[16.0, 40.0, 48.0, 52.0]])  # 64 px frame: centre (32, 46), 32 x 12 px
+    centre = torch.tensor([[0.0, 46 / 32 - 1]])
+    sd = torch.tensor([32.0, 12.0]) / 64 / 3**0.5
+    match = torch.diag(sd**2)[None]
+    assert region_box_loss(centre, match, box, 64).item() == pytest.approx(0.0, abs=1e-6)
+    opened = box + torch.tensor([[0.0, -4.0, 0.0, 4.0]])  # the same mouth, 8 px taller
+    assert region_box_loss(centre, match, opened, 64).item() == pytest.approx(8 / 64 / 3**0.5 / 2)
+    assert region_box_loss(centre + 0.1, match, box, 64).item() == pytest.approx(0.1)
 
 
 def test_region_separation_pushes_collapsed_regions_apart() -> None:

@@ -95,6 +95,7 @@ class TrainConfig:
     lfg_mouth_weight: float = 0.0  # not official: L1 inside the mouth box (train/flow_ae.py)
     lfg_separation_weight: float = 0.0  # not official: pushes region centres apart (losses.py)
     lfg_separation_sigma: float = 0.1  # range of that push, in [-1, 1] image coordinates
+    lfg_mouth_region_weight: float = 0.0  # not official: region 0 follows the mouth box (losses.py)
     # PBNet (spec §5.2)
     net: str = "pose"  # which PBNet: "pose" (6-D) or "blink" (2-D)
     kl_weight: float = 0.004  # weight of the KL term

@@ -12,8 +12,10 @@ frame's mouth box. Without a perceptual loss the lips are a few percent of the p
 small LFG learns head motion long before it learns to open the mouth. ``lfg_separation_weight`` > 0
 adds that weight x ``region_separation`` of the driving frame's region centres: a small LFG trained
 briefly lets all its regions cover the whole face (identical regions get identical gradients and
-stay together), and then nothing tracks the lips. Both are used for the packaged demo model and
-are 0 by default.
+stay together), and then nothing tracks the lips. ``lfg_mouth_region_weight`` > 0 adds that
+weight x ``region_box_loss`` of region 0 against the driving frame's mouth box, so that one region
+sits on the lips and its covariance follows their opening (synthetic data has the box; the trained
+LFG does not need it). All three are used for the packaged demo model and are 0 by default.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .losses import (
     equivariance_losses,
     mouth_mask,
     pyramid_loss,
+    region_box_loss,
     region_separation,
 )
 
@@ -61,6 +64,7 @@ class LFGObjective(nn.Module):
         self.mouth_weight = cfg.lfg_mouth_weight
         self.separation_weight = cfg.lfg_separation_weight
         self.separation_sigma = cfg.lfg_separation_sigma
+        self.mouth_region_weight = cfg.lfg_mouth_region_weight
         self.sigma = cfg.transform_sigma
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict]:
@@ -87,6 +91,12 @@ class LFGObjective(nn.Module):
             sep = region_separation(out["driving_region_params"]["shift"], self.separation_sigma)
             loss = loss + self.separation_weight * sep
             metrics["separation"] = sep.detach()
+        if self.mouth_region_weight > 0:
+            drv = out["driving_region_params"]
+            size = driving.shape[-1]
+            box_loss = region_box_loss(drv["shift"][:, 0], drv["covar"][:, 0], mouth_box, size)
+            loss = loss + self.mouth_region_weight * box_loss
+            metrics["mouth_region"] = box_loss.detach()
         metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
         return loss, metrics
 

@@ -177,6 +177,22 @@ def region_separation(shift: Tensor, sigma: float) -> Tensor:
     return torch.exp(-dist2[:, pairs] / (2 * sigma**2)).mean()
 
 
+def region_box_loss(shift: Tensor, covar: Tensor, box: Tensor, image_size: int) -> Tensor:
+    """L1 between one region's centre and spread and those of a box: () loss.
+
+    Args:
+        shift: (B, 2) region centre, covar: (B, 2, 2) its covariance ([-1, 1] coordinates).
+        box: (B, 4) [x0, y0, x1, y1] pixels of an ``image_size`` frame. Its spread is the standard
+            deviation of a uniform distribution over the box (half-side / sqrt(3)), so the
+            region's covariance grows with the box: a mouth box grows as the mouth opens.
+    """
+    lo, hi = box[:, :2], box[:, 2:]
+    centre = (lo + hi) / image_size - 1.0
+    spread = (hi - lo) / image_size / 3**0.5
+    sd = torch.diagonal(covar, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+    return (shift - centre).abs().mean() + (sd - spread).abs().mean()
+
+
 def mouth_mask(mouth_box: Tensor, image_size: int, latent_size: int) -> Tensor:
     """Mouth boxes ``(B, F, 4)`` [x0, y0, x1, y1] px -> ``(B, 1, F, h, w)`` {0, 1} at latent size."""
     scale = latent_size / image_size
