@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from provenance import provenance
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("benchmarks.attention")
@@ -110,7 +111,14 @@ def main(argv: list[str] | None = None) -> None:
             )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attention.json").write_text(
-        json.dumps({"command": " ".join(sys.argv), "rows": rows, "summary": summary}, indent=2)
+        json.dumps(
+            {
+                **provenance(argv, threads=args.threads, device=args.device),
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
     )
     table = ["| mode | frames | wall s | peak MiB during call |", "|---|---:|---:|---:|"]
     table += [

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from provenance import provenance
 from safetensors.torch import load_file
 from workloads import IMPLS, PRESET_NAMES, STAGES, Spec
 
@@ -332,16 +332,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
     errors = compare(rows)
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "device": args.device,
-            "loadavg_at_end": os.getloadavg(),
-        },
+        **provenance(argv, threads=args.threads, device=args.device),
         "rows": rows,
         "equality": errors,
         "ratios": ratios(rows),

@@ -30,8 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -40,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -361,18 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         "cast_pbnet": args.cast_pbnet,
         "seed": args.seed,
         "rows": rows,
-        "device": args.device,
-        "threads": args.threads,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0],
-            "cuda": torch.cuda.get_device_name(args.device)
-            if torch.device(args.device).type == "cuda"
-            else None,
-        },
-        "torch": torch.__version__,
-        "command": "python "
-        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        **provenance(argv, threads=args.threads, device=args.device),
     }
     (args.out / "precision.json").write_text(json.dumps(report, indent=1))
 

@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -317,10 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         "frames": frames,
         "reference": reference,
         "runs": rows,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "command": "python "
-        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        **provenance(argv, threads=args.threads, device=args.device),
     }
     (args.out / "sampler_quality.json").write_text(json.dumps(result, indent=1))
 
