@@ -162,6 +162,8 @@ def _to_tensor(frames: np.ndarray, size: int, device: torch.device, dtype: torch
         frames = np.stack(
             [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
         )
+    if not frames.flags.writeable:  # read-only clip arrays: torch.from_numpy warns on those
+        frames = frames.copy()
     return torch.from_numpy(frames).permute(0, 3, 1, 2).to(device=device, dtype=dtype) / 255.0
 
 
