@@ -203,37 +203,21 @@ class ResnetBlock(nn.Module):
         self.block2 = Block(dim_out, dim_out, groups)
         self.res_conv = nn.Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
-    def _cond_residual(self, x: Tensor, cond: Tensor, max_elements: int = 1 << 24) -> Tensor:
-        """Sum of the three cross-attentions: (B, C, F, H, W), (B, F, cond) -> (B, C', F, H, W).
-
-        Frames are independent here, so they go in chunks of at most ``max_elements`` pixel
-        features: the dozen per-pixel temporaries stay the size of one chunk, not of the clip.
-        """
+    def _cond_residual(self, x: Tensor, cond: Tensor) -> Tensor:
+        """Sum of the three cross-attentions: (B, C, F, H, W), (B, F, cond) -> (B, C', F, H, W)."""
         assert self.cond_dims is not None and self.audio_mlp is not None
         assert self.pose_mlp is not None and self.eye_mlp is not None
         audio_dim, pose_dim, _ = self.cond_dims
-        b, c, f, h, w = x.shape
+        b, _, f, h, w = x.shape
         pixels = rearrange(x, "b c f h w -> (b f) (h w) c")
         flat = rearrange(cond, "b f c -> (b f) c")
-        conds = (
-            self.audio_mlp(flat[:, :audio_dim]),
-            self.pose_mlp(flat[:, audio_dim : audio_dim + pose_dim]),
-            self.eye_mlp(flat[:, audio_dim + pose_dim :]),
-        )
-        chunk = max(1, max_elements // (h * w * max(c, self.block1.proj.out_channels)))
-        out = torch.cat(
-            [
-                self._cross_attend(part, *(t[start : start + chunk] for t in conds))
-                for start, part in zip(range(0, len(pixels), chunk), pixels.split(chunk))
-            ]
-        )
-        return rearrange(out, "(b f) (h w) c -> b c f h w", b=b, f=f, h=h, w=w)
-
-    def _cross_attend(self, pixels: Tensor, audio: Tensor, pose: Tensor, eye: Tensor) -> Tensor:
-        """(N, L, C) pixels of N frames and their (N, 2 C') conditions -> (N, L, C')."""
+        audio = self.audio_mlp(flat[:, :audio_dim])
+        pose = self.pose_mlp(flat[:, audio_dim : audio_dim + pose_dim])
+        eye = self.eye_mlp(flat[:, audio_dim + pose_dim :])
         std = GainLayerNorm.standardize(pixels)  # shared by the three cross-attentions
         out = self.cross_attn_pose(pixels, pose, std) + self.cross_attn_aud(pixels, audio, std)
-        return out + self.cross_attn_eye(pixels, eye, std)
+        out = out + self.cross_attn_eye(pixels, eye, std)
+        return rearrange(out, "(b f) (h w) c -> b c f h w", b=b, f=f, h=h, w=w)
 
     def forward(
         self, x: Tensor, time_emb: Tensor | None = None, cond: Tensor | None = None
