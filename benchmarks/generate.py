@@ -89,7 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--no-plot", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # the workers run in this directory: hand them absolute paths
+    args.out, args.golden_dir = args.out.resolve(), args.golden_dir.resolve()
+    if args.official is not None:
+        args.official = args.official.resolve()
+    return args
 
 
 def _limits(items: list[str]) -> dict[str, int]:
