@@ -7,6 +7,7 @@ official-code path needs a checkout that the repository never contains; it is ex
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -17,10 +18,11 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _run(script: str, *args: str) -> None:
+def _run(script: str, *args: str, cwd: Path | None = None) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
         check=False,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -50,10 +52,13 @@ def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
         "--golden-dir",
         str(golden_dir),
         "--no-plot",
+        "--check-frames",
+        "6",
         "--out",
-        str(tmp_path),
+        "out",  # relative to the caller's directory, not to the workers'
+        cwd=tmp_path,
     )
-    report = json.loads((tmp_path / "generate.json").read_text())
+    report = json.loads((tmp_path / "out" / "generate.json").read_text())
     rows = report["rows"]
     # official is skipped without --official; 2 impls x 2 stages
     assert sorted((r["impl"], r["stage"]) for r in rows) == [
@@ -94,3 +99,15 @@ def test_attention_micro_benchmark(tmp_path: Path) -> None:
     }
     assert all("error" not in r and r["wall_s"] > 0 for r in report["rows"])
     assert len(report["summary"]) == 2
+
+
+def test_generate_hands_workers_absolute_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # workers run in benchmarks/: a relative --out or --official given by the caller must not be
+    # resolved there (the saved outputs of --check-frames went to benchmarks/<out> and failed)
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.chdir(tmp_path)
+    generate = importlib.import_module("generate")
+    args = generate.parse_args(["--out", "out", "--official", "dawn"])
+    assert args.out == tmp_path / "out" and args.official == tmp_path / "dawn"
