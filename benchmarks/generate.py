@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
-    # the workers run in this directory: hand them absolute paths
+    # the workers run in benchmarks/: every path they get is made absolute here, once
     args.out, args.golden_dir = args.out.resolve(), args.golden_dir.resolve()
     if args.official is not None:
         args.official = args.official.resolve()
@@ -264,8 +264,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     impls = [i for i in args.impls if i != "official" or args.official is not None]
-    if args.official is not None:
-        args.official = args.official.resolve()
     limits = _limits(args.max_frames)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -305,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
                         device=args.device,
                         seed=args.seed,
                         decode_batch=args.decode_batch,
-                        golden_dir=str(args.golden_dir.resolve()),
+                        golden_dir=str(args.golden_dir),
                         official=str(args.official) if args.official else None,
                         save=str(args.out / f"out_{impl}_{preset}_{stage}_{frames}.safetensors")
                         if check

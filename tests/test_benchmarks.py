@@ -52,8 +52,6 @@ def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
         "--golden-dir",
         str(golden_dir),
         "--no-plot",
-        "--check-frames",
-        "6",
         "--out",
         "out",  # relative to the caller's directory, not to the workers'
         cwd=tmp_path,

@@ -72,10 +72,10 @@ class LFGObjective(nn.Module):
             batch["source"], batch["driving"], generator, batch["mouth_box"]
         )
         out = self.lfg(source, driving)
+        regions, size = out["driving_region_params"], driving.shape[-1]
         rec = self.rec_weight * pyramid_loss(out["prediction"], driving, self.pyramid, self.vgg)
         metrics = {}
         if self.mouth_weight > 0:
-            size = driving.shape[-1]
             mask = mouth_mask(mouth_box[:, None], size, size)[:, :, 0]  # -> (B, 1, H, W)
             err = (out["prediction"] - driving).abs() * mask
             mouth = err.sum() / (mask.sum() * driving.shape[1]).clamp_min(1)
@@ -85,16 +85,14 @@ class LFGObjective(nn.Module):
             source.shape[0], self.sigma, generator=generator, device=driving.device
         )
         transformed = self.lfg.region_predictor(transform.transform_frame(driving))
-        shift, affine = equivariance_losses(out["driving_region_params"], transformed, transform)
+        shift, affine = equivariance_losses(regions, transformed, transform)
         loss = rec + self.eq_weight * (shift + affine)
         if self.separation_weight > 0:
-            sep = region_separation(out["driving_region_params"]["shift"], self.separation_sigma)
+            sep = region_separation(regions["shift"], self.separation_sigma)
             loss = loss + self.separation_weight * sep
             metrics["separation"] = sep.detach()
         if self.mouth_region_weight > 0:
-            drv = out["driving_region_params"]
-            size = driving.shape[-1]
-            box_loss = region_box_loss(drv["shift"][:, 0], drv["covar"][:, 0], mouth_box, size)
+            box_loss = region_box_loss(regions["shift"][:, 0], regions["covar"][:, 0], mouth_box, size)
             loss = loss + self.mouth_region_weight * box_loss
             metrics["mouth_region"] = box_loss.detach()
         metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
