@@ -33,8 +33,8 @@ def worker(
 ) -> dict[str, object]:
     from workloads import measure
 
-    from talkinghead.configs import UNet3DConfig
-    from talkinghead.models.unet3d import UNet3D
+    from talkinghead.dawn.configs import UNet3DConfig
+    from talkinghead.dawn.models.unet3d import UNet3D
 
     torch.set_num_threads(threads)
     dev = torch.device(device)

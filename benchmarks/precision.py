@@ -8,10 +8,10 @@ One model (the packaged demo model by default, any converted model directory wit
 ``--preset reduced-golden``: the golden reduced UNet / LFG / PBNet of ``../shared/golden``, random
 weights of the official layout, with seeded random 1024-d features standing in for HuBERT) renders
 one clip (the demo portrait and speech by default, cut to ``--seconds`` or ``--frames``) through
-``TalkingHeadPipeline`` once in float32 and once per lower precision and mode:
+``DawnPipeline`` once in float32 and once per lower precision and mode:
 
 * ``cast``: the networks and the sampler state in that dtype, what ``talkinghead generate --dtype``
-  does (``TalkingHeadPipeline.to(device, dtype)``);
+  does (``DawnPipeline.to(device, dtype)``);
 * ``autocast``: float32 weights and sampler state, the whole call under ``torch.autocast``
   (matmuls and convolutions in the lower precision, reductions and the DDIM update in float32).
 
@@ -42,17 +42,17 @@ from provenance import provenance
 from safetensors.torch import load_file
 from torch import Tensor
 
-from talkinghead.configs import GenerateOptions
-from talkinghead.convert.dawn_official import pbnet_state_dict, unet_state_dict
-from talkinghead.data.audio import load_audio
-from talkinghead.data.face import FaceAnalyzer
+from talkinghead.dawn.configs import FaceLocConfig, GenerateOptions
+from talkinghead.dawn.convert import pbnet_state_dict, unet_state_dict
+from talkinghead.dawn.models import flow_autoencoder, pose_blink_cvae, unet3d
+from talkinghead.dawn.models.face_location import FaceLocationEncoder
+from talkinghead.dawn.modules import DawnModules
+from talkinghead.dawn.motion import MOTION_NETS, Motion
+from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.demo import DEMO_DIR, FACE_FILE, PORTRAIT, SPEECH, KnownFace, demo_pipeline
 from talkinghead.eval.metrics import psnr
-from talkinghead.hub import DawnModules
-from talkinghead.models import flow_autoencoder, pose_blink_cvae, unet3d
-from talkinghead.models.face_location import FaceLocationEncoder
-from talkinghead.pipelines.motion import MOTION_NETS, Motion
-from talkinghead.pipelines.talking_head import TalkingHeadPipeline
+from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.media.audio import load_audio
 
 logger = logging.getLogger("benchmarks.precision")
 HERE = Path(__file__).resolve().parent
@@ -158,22 +158,22 @@ def golden_modules(golden_dir: Path, device: torch.device) -> DawnModules:
         blink=nets["blink"],
         unet=build(unet3d.UNet3D(ucfg), unet_sd),
         face_loc=build(
-            FaceLocationEncoder(out_channels=ucfg.face_loc_channels),
+            FaceLocationEncoder(FaceLocConfig(out_channels=ucfg.face_loc_channels)),
             load_file(str(golden_dir / "a2v128_face_loc_emb.safetensors")),
         ),
     )
 
 
-def pipeline_factory(args: argparse.Namespace) -> Callable[[], TalkingHeadPipeline]:
+def pipeline_factory(args: argparse.Namespace) -> Callable[[], DawnPipeline]:
     """A function that builds a fresh float32 pipeline (casting back up would keep the rounding)."""
     device = torch.device(args.device)
     known_face = args.image is None  # the demo portrait's face is known: no detector needed
 
-    def build() -> TalkingHeadPipeline:
+    def build() -> DawnPipeline:
         if args.preset == REDUCED:
             modules = golden_modules(args.golden_dir, device)
             audio_dim = modules.unet.cfg.audio_dim
-            pipe = TalkingHeadPipeline(
+            pipe = DawnPipeline(
                 modules,
                 audio_encoder=SeededAudioFeatures(audio_dim, args.seed),  # type: ignore[arg-type]
                 face_analyzer=FaceAnalyzer(None, device=device),
@@ -181,7 +181,7 @@ def pipeline_factory(args: argparse.Namespace) -> Callable[[], TalkingHeadPipeli
         elif args.model is None:
             pipe = demo_pipeline(DEMO_DIR, str(device))
         else:
-            pipe = TalkingHeadPipeline.from_pretrained(args.model, device=device)
+            pipe = DawnPipeline.from_pretrained(args.model, device=device)
         if known_face:
             pipe.face_analyzer = KnownFace.from_json(DEMO_DIR / FACE_FILE)  # type: ignore[assignment]
         return pipe
@@ -203,7 +203,7 @@ class Rendered:
 
 
 def render(
-    pipe: TalkingHeadPipeline,
+    pipe: DawnPipeline,
     image: Path,
     audio: np.ndarray,
     options: GenerateOptions,
@@ -230,7 +230,7 @@ def render(
     # frames are produced lazily: decoding happens while they are consumed, inside the contexts
     with amp:
         drivers = {} if motion is None else {"pose": motion.pose, "blink": motion.eye}
-        result = pipe(image=image, audio=audio, options=options, progress=False, **drivers)
+        result = pipe(image, audio, options=options, **drivers)
         assert result.frames is not None
         video = np.concatenate(list(result.frames))
     latent = caught["latent"]

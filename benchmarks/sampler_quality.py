@@ -18,7 +18,7 @@ the numbers say how far the solvers move from a converged trajectory of *this* n
 trained model's videos change.
 
 Model mode (``--demo``: the packaged demo model; ``--model DIR``: any model directory, e.g. a newer
-checkpoint of the demo's format): ``TalkingHeadPipeline`` on the demo portrait and speech (or
+checkpoint of the demo's format): ``DawnPipeline`` on the demo portrait and speech (or
 ``--image`` / ``--audio``) cut to ``--seconds`` (or ``--frames``). The portrait, audio features and
 PBNet motion (seeded by ``--seed``) are computed once and reused; every run calls the pipeline's
 ``sample_latents`` with a fresh generator of that seed, so x_T is the same draw, and its latents are
@@ -43,16 +43,16 @@ from provenance import provenance
 from safetensors.torch import load_file
 from torch import Tensor
 
-from talkinghead.configs import GenerateOptions
-from talkinghead.convert.dawn_official import unet_state_dict
-from talkinghead.data.audio import load_audio, num_video_frames
+from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.convert import unet_state_dict
+from talkinghead.dawn.models import unet3d
+from talkinghead.dawn.motion import MOTION_DTYPE
+from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.demo import DEMO_DIR, FACE_FILE, PORTRAIT, SPEECH, KnownFace, demo_pipeline
 from talkinghead.diffusion.samplers import ddim_sample, dpmpp_2m_sample
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
 from talkinghead.eval.metrics import psnr
-from talkinghead.models import unet3d
-from talkinghead.pipelines.motion import MOTION_DTYPE, generate_motion
-from talkinghead.pipelines.talking_head import TalkingHeadPipeline
+from talkinghead.media.audio import load_audio, num_video_frames
 
 logger = logging.getLogger("benchmarks.sampler_quality")
 HERE = Path(__file__).resolve().parent
@@ -160,18 +160,18 @@ def golden_sampler(golden_dir: Path, frames: int) -> SampleFn:
 class ModelBench:
     """Everything of one model-mode clip that does not depend on the sampler."""
 
-    pipe: TalkingHeadPipeline
+    pipe: DawnPipeline
     sample: SampleFn
     decode: DecodeFn
     frames: int
 
 
-def build_pipeline(args: argparse.Namespace) -> TalkingHeadPipeline:
+def build_pipeline(args: argparse.Namespace) -> DawnPipeline:
     """The demo pipeline, or ``--model`` loaded; the demo portrait's face is known (no detector)."""
     if args.model is None:
         pipe = demo_pipeline(DEMO_DIR, args.device)
     else:
-        pipe = TalkingHeadPipeline.from_pretrained(args.model, device=args.device)
+        pipe = DawnPipeline.from_pretrained(args.model, device=args.device)
     if args.image is None:
         pipe.face_analyzer = KnownFace.from_json(DEMO_DIR / FACE_FILE)  # type: ignore[assignment]
     return pipe
@@ -193,34 +193,24 @@ def model_sampler(args: argparse.Namespace) -> ModelBench:
     samples = samples[:keep]
     # the demo portrait is already framed as the model was trained; a user's photo is cropped
     base = GenerateOptions(seed=args.seed, eta=0.0, crop=args.image is not None)
-    portrait = pipe.prepare_portrait(args.image or DEMO_DIR / PORTRAIT, base)
+    portrait = pipe.prepare(args.image or DEMO_DIR / PORTRAIT, base)
     frames = num_video_frames(len(samples), fps=base.fps)
     if frames < 1:
         raise SystemExit(f"{len(samples)} audio samples make no video frame")
     feats = pipe.audio_condition(samples, frames, dtype=MOTION_DTYPE)
-    motion = generate_motion(
-        pipe.modules.pose,
-        pipe.modules.blink,
-        feats,
-        portrait.face.pose,
-        portrait.face.eye,
-        generator=torch.Generator(device=pipe.device).manual_seed(args.seed),
-        motion_scale=base.motion_scale,
-        blink=base.blink,
+    motion = pipe.motion(
+        portrait, feats, base, torch.Generator(device=pipe.device).manual_seed(args.seed)
     )
     audio = feats.to(pipe.dtype)
-    src = torch.from_numpy(portrait.image).permute(2, 0, 1)[None]
-    src = src.to(device=pipe.device, dtype=pipe.dtype) / 255.0  # -> (1, 3, S, S)
-    fea = pipe.modules.flow_ae.compute_fea(src)
 
     def sample(name: str, steps: int) -> Tensor:
         options = replace(base, sampler=name, num_steps=steps)
         # a fresh generator per run: x_T is its first draw, so every run starts from the same noise
         generator = torch.Generator(device=pipe.device).manual_seed(args.seed)
-        return pipe.sample_latents(src, fea, portrait.bbox, audio, motion, options, generator)
+        return pipe.sample_latents(portrait, audio, motion, options, generator)
 
     def decode(latent: Tensor) -> np.ndarray:
-        return np.concatenate(list(pipe.decode(src, latent, base.decode_batch)))
+        return np.concatenate(list(pipe.decode(portrait, latent, base.decode_batch)))
 
     return ModelBench(pipe, sample, decode, frames)
 

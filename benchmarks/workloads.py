@@ -39,12 +39,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from talkinghead.configs import PRESETS, FlowAEConfig, UNet3DConfig
-from talkinghead.convert.dawn_official import unet_state_dict
+from talkinghead.dawn.configs import PRESETS, FaceLocConfig, FlowAEConfig, UNet3DConfig
+from talkinghead.dawn.convert import unet_state_dict
+from talkinghead.dawn.models import flow_autoencoder, unet3d
+from talkinghead.dawn.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.diffusion.samplers import ddim_sample
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
-from talkinghead.models import flow_autoencoder, unet3d
-from talkinghead.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.pipelines.compile import CompiledDenoiser
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def state_dicts(preset: str, golden_dir: Path, seed: int) -> dict[str, dict[str,
     return {
         "unet": unet3d.UNet3D(ucfg).state_dict(),
         "lfg": flow_autoencoder.FlowAutoencoder(fcfg).state_dict(),
-        "face_loc": FaceLocationEncoder(ucfg.face_loc_channels).state_dict(),
+        "face_loc": FaceLocationEncoder(FaceLocConfig(out_channels=ucfg.face_loc_channels)).state_dict(),
     }
 
 
@@ -209,7 +209,7 @@ def run_ours(spec: Spec, device: torch.device) -> tuple[dict[str, float], dict[s
     sds = state_dicts(spec.preset, golden, spec.seed)
     faithful = spec.impl == "ours-faithful"
     unet, lfg = unet3d.UNet3D(ucfg), flow_autoencoder.FlowAutoencoder(fcfg)
-    face_loc = FaceLocationEncoder(ucfg.face_loc_channels)
+    face_loc = FaceLocationEncoder(FaceLocConfig(out_channels=ucfg.face_loc_channels))
     for model, sd in ((unet, sds["unet"]), (lfg, sds["lfg"]), (face_loc, sds["face_loc"])):
         model.load_state_dict(sd, strict=True)
         model.to(device).eval().requires_grad_(False)

@@ -21,7 +21,7 @@ from pipelines.conftest import (  # the tiny model and clip the pipeline tests u
 )
 
 from talkinghead import cli
-from talkinghead.data.video import probe_video
+from talkinghead.media.video import probe_video
 
 __all__ = ["portrait", "speech_wav", "tiny_model_dir"]  # fixtures, re-exported for pytest
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from talkinghead import hub
 from talkinghead.cli import main
 from talkinghead.demo import DEMO_DIR, FACE_FILE, PORTRAIT, SPEECH, KnownFace, demo_pipeline
+from talkinghead.model_index import LEGACY_FILE, read_model_index
 
 MAX_PACKAGE_BYTES = 25 * 1024 * 1024
 
@@ -20,8 +20,8 @@ MAX_PACKAGE_BYTES = 25 * 1024 * 1024
 def test_packaged_assets_are_small_and_consistent() -> None:
     files = [p for p in DEMO_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= MAX_PACKAGE_BYTES
-    info = hub.read_model_json(DEMO_DIR / "model")
-    assert info["audio_features"] == "logmel" and int(info["resolution"]) == 64
+    index = read_model_index(DEMO_DIR / "model")
+    assert index.audio_features == "logmel" and int(index.config["resolution"]) == 64
     for component in ("flow_ae", "pose", "blink", "unet"):
         assert (DEMO_DIR / "model" / component / "model.safetensors").is_file()
     rate, speech = wavfile.read(DEMO_DIR / SPEECH)
@@ -40,8 +40,8 @@ def test_known_face_rejects_other_images() -> None:
 
 def test_demo_pipeline_needs_logmel_model(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / hub.MODEL_FILE).write_text(
-        json.dumps({"format": hub.FORMAT_NAME, "version": hub.FORMAT_VERSION, "resolution": 64})
+    (tmp_path / "model" / LEGACY_FILE).write_text(
+        json.dumps({"format": "talkinghead", "version": 1, "resolution": 64})
     )
     with pytest.raises(ValueError, match="log-mel"):
         demo_pipeline(tmp_path)

@@ -22,11 +22,11 @@ from einops import rearrange
 from safetensors.torch import load_file
 from torch import Tensor
 
-from talkinghead.convert.dawn_official import unet_state_dict
+from talkinghead.dawn.convert import unet_state_dict
+from talkinghead.dawn.models import flow_autoencoder, unet3d
+from talkinghead.dawn.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.diffusion.samplers import DDIMStep, ddim_sample
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
-from talkinghead.models import flow_autoencoder, unet3d
-from talkinghead.models.face_location import FaceLocationEncoder, bbox_mask
 
 ATOL = 2e-4
 RTOL = 1e-4  # on max|a-e| / max|e|

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.configs import GenerateOptions
-from talkinghead.convert.dawn_official import convert_official_dir
-from talkinghead.hub import load_model_dir
+from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.convert import convert_official_dir
+from talkinghead.dawn.modules import load_dawn_modules
 
 pytestmark = pytest.mark.weights
 
@@ -28,23 +28,22 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_official_checkpoints_load_strict(converted: Path) -> None:
-    modules = load_model_dir(converted)
+    modules = load_dawn_modules(converted)
     params = sum(p.numel() for p in modules.unet.parameters())
     assert params == 49_857_555 - 16  # dawn_spec §2.3.2, minus the rotary freqs we compute
 
 
 def test_real_weights_generate_a_clip(converted: Path, media_dir: Path) -> None:
-    from talkinghead.pipelines.talking_head import TalkingHeadPipeline
+    from talkinghead.dawn.pipeline import DawnPipeline
 
     weights = Path(os.environ["TALKINGHEAD_WEIGHTS"])
-    pipe = TalkingHeadPipeline.from_pretrained(
+    pipe = DawnPipeline.from_pretrained(
         converted, hubert_path=weights / "hubert-large-ls960-ft", face3d_dir=media_dir / "face3d"
     )
     result = pipe(
-        image=media_dir / "portraits" / "real_female_1.jpeg",
-        audio=media_dir / "audio" / "WRA_MarcoRubio_000.wav",
-        options=GenerateOptions(seed=0, num_steps=5),
-        progress=False,
+        media_dir / "portraits" / "real_female_1.jpeg",
+        media_dir / "audio" / "WRA_MarcoRubio_000.wav",
+        GenerateOptions(seed=0, num_steps=5),
     )
     frames = np.concatenate(list(result.frames))
     assert frames.shape == (result.num_frames, 128, 128, 3)

@@ -2,9 +2,12 @@
 
 Public API::
 
-    from talkinghead import TalkingHeadPipeline, GenerateOptions
-    pipe = TalkingHeadPipeline.from_pretrained(path)
-    result = pipe(image="face.jpg", audio="speech.wav", options=GenerateOptions(seed=0))
+    from talkinghead import GenerateOptions, load_pipeline, save_result
+
+    pipe = load_pipeline("demo")                    # or "dawn-128", or a model directory
+    portrait = pipe.prepare("face.jpg")             # analysed and encoded once
+    result = pipe(portrait, "speech.wav", GenerateOptions(seed=0))
+    save_result(result, "talk.mp4", audio_path="speech.wav")
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .configs import GenerateOptions
-    from .outputs import save_result
-    from .pipelines.talking_head import TalkingHeadPipeline
+    from talkinghead.dawn.configs import GenerateOptions
+    from talkinghead.outputs import save_result
+    from talkinghead.pipelines.base import TalkingHeadPipeline
+    from talkinghead.registry import available_models, load_pipeline
 
 _LAZY = {
-    "GenerateOptions": ("talkinghead.configs", "GenerateOptions"),
-    "TalkingHeadPipeline": ("talkinghead.pipelines.talking_head", "TalkingHeadPipeline"),
+    "GenerateOptions": ("talkinghead.dawn.configs", "GenerateOptions"),
+    "TalkingHeadPipeline": ("talkinghead.pipelines.base", "TalkingHeadPipeline"),
     "save_result": ("talkinghead.outputs", "save_result"),
+    "available_models": ("talkinghead.registry", "available_models"),
+    "load_pipeline": ("talkinghead.registry", "load_pipeline"),
 }
 
 
@@ -42,17 +48,3 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'talkinghead' has no attribute {name!r}")
-
-
-def available_models() -> list[str]:
-    """Names of the architecture presets (``configs.PRESETS``)."""
-    from .configs import PRESETS
-
-    return sorted(PRESETS)
-
-
-def load_pipeline(path: str, **kwargs: Any) -> TalkingHeadPipeline:
-    """``TalkingHeadPipeline.from_pretrained(path, **kwargs)``."""
-    from .pipelines.talking_head import TalkingHeadPipeline
-
-    return TalkingHeadPipeline.from_pretrained(path, **kwargs)

@@ -1,3 +1,3 @@
-from .cli import main
+from talkinghead.cli import main
 
 main()

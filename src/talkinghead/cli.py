@@ -33,7 +33,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_convert_official(args: argparse.Namespace) -> int:
-    from .convert.dawn_official import convert_official_dir
+    from talkinghead.dawn.convert import convert_official_dir
 
     try:
         written = convert_official_dir(
@@ -65,7 +65,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from .hub import download_official
+    from talkinghead.download import download_official
 
     try:
         dest = download_official(
@@ -83,7 +83,7 @@ def _run_download(args: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    from .configs import GenerateOptions as G
+    from talkinghead.dawn.configs import GenerateOptions as G
 
     p = sub.add_parser("generate", help="portrait + speech -> talking-head mp4")
     p.add_argument("--image", required=True, help="portrait (jpg/png/webp)")
@@ -131,10 +131,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .configs import GenerateOptions
-    from .data.audio import load_audio
-    from .data.image import load_portrait
-    from .outputs import save_motion, save_result
+    from talkinghead.dawn.configs import GenerateOptions
+    from talkinghead.media.audio import load_audio
+    from talkinghead.media.image import load_portrait
+    from talkinghead.outputs import save_motion, save_result
+    from talkinghead.pipelines.base import ProgressBars
 
     output = Path(args.output)
     if not output.parent.is_dir():
@@ -152,9 +153,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         load_portrait(args.image)
         samples = load_audio(args.audio)
         pipeline = _load_pipeline(args, device, getattr(torch, args.dtype))
-        result = pipeline(
-            image=args.image, audio=samples, options=options, pose=args.pose,
-            blink=args.blink, driving_video=args.driving_video, progress=not args.quiet,
+        result = pipeline(args.image, samples, options=options, pose=args.pose,
+            blink=args.blink, driving_video=args.driving_video,
+            callback=None if args.quiet else ProgressBars(),
         )
         count = save_result(result, output, audio_path=args.audio, frames_dir=args.save_frames)
         if args.save_motion:
@@ -169,7 +170,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
-    from .pipelines.talking_head import TalkingHeadPipeline
+    from talkinghead.dawn.pipeline import DawnPipeline
 
     if args.quiet:
         from transformers.utils import logging as hf_logging
@@ -177,34 +178,34 @@ def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
         hf_logging.disable_progress_bar()  # HuBERT's weight-loading bar
     if args.preset is not None:
         return _random_pipeline(args.preset, device, args.face3d, dtype)
-    from .pipelines.weights import default_weights
+    from talkinghead.dawn.weights import default_weights
 
     weights = args.weights or default_weights()
-    return TalkingHeadPipeline.from_pretrained(
+    return DawnPipeline.from_pretrained(
         weights, device=device, dtype=dtype, hubert_path=args.hubert, face3d_dir=args.face3d,
         resolution=args.resolution,
     )
 
 
 def _random_pipeline(preset: str, device: str, face3d: str | None, dtype: object):
-    from .configs import PRESETS
-    from .data.face import FaceAnalyzer
-    from .pipelines.talking_head import TalkingHeadPipeline
-    from .pipelines.weights import random_modules
+    from talkinghead.dawn.configs import PRESETS
+    from talkinghead.dawn.pipeline import DawnPipeline
+    from talkinghead.dawn.weights import random_modules
+    from talkinghead.face.analysis import FaceAnalyzer
 
     logging.getLogger(__name__).warning(
         "--preset %s uses random weights: the plumbing runs, the video shows noise", preset
     )
     cfg = PRESETS[preset]
-    return TalkingHeadPipeline(
+    return DawnPipeline(
         random_modules(cfg, device=device, dtype=dtype), audio_encoder=None, config=cfg,
         face_analyzer=FaceAnalyzer(face3d, device=device), audio_features="logmel",
     )
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from .eval.evaluate import EvalOptions
-    from .eval.networks import WEIGHTS_ENV
+    from talkinghead.eval.evaluate import EvalOptions
+    from talkinghead.eval.networks import WEIGHTS_ENV
 
     p = sub.add_parser("eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report")
     p.add_argument("generated_dir", metavar="GENERATED_DIR", help="folder of generated videos")
@@ -224,8 +225,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .eval.evaluate import EvalOptions, evaluate_directory, write_json
-    from .eval.report import write_report
+    from talkinghead.eval.evaluate import EvalOptions, evaluate_directory, write_json
+    from talkinghead.eval.report import write_report
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = EvalOptions(
@@ -273,7 +274,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data_synth(args: argparse.Namespace) -> int:
-    from .data.synth import write_synth_dataset
+    from talkinghead.data.synth.clips import write_synth_dataset
 
     try:
         manifest = write_synth_dataset(
@@ -310,7 +311,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from .data.prepare import prepare_dataset
+    from talkinghead.data.prepare import prepare_dataset
 
     log = logging.getLogger(__name__)
     if args.face3d is None:
@@ -332,7 +333,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _add_eval_synth(sub: argparse._SubParsersAction) -> None:
-    from .eval.synth_benchmark import SynthBenchOptions as S
+    from talkinghead.eval.synth_benchmark import SynthBenchOptions as S
 
     # a separate command: `eval` takes GENERATED_DIR as its first positional
     p = sub.add_parser(
@@ -354,7 +355,7 @@ def _add_eval_synth(sub: argparse._SubParsersAction) -> None:
 def _run_eval_synth(args: argparse.Namespace) -> int:
     import torch
 
-    from .eval.synth_benchmark import (
+    from talkinghead.eval.synth_benchmark import (
         SynthBenchOptions,
         format_table,
         run_synth_benchmark,
@@ -380,7 +381,7 @@ def _run_eval_synth(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .train.config import TrainConfig
+    from talkinghead.train.config import TrainConfig
 
     d = TrainConfig  # flag defaults come from the dataclass (None = the stage's official value)
     p = sub.add_parser("train", help="train a stage: lfg | pbnet | a2v (single process or torchrun)")
@@ -424,7 +425,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, export_run, run_stage
+    from talkinghead.train import TrainConfig, export_run, run_stage
 
     try:
         if args.steps > 0:
@@ -463,7 +464,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import render_demo
+    from talkinghead.demo import render_demo
 
     try:
         render_demo(args.output, seed=args.seed, steps=args.steps, progress=not args.quiet)
@@ -478,7 +479,7 @@ def _not_yet(name: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from talkinghead import __version__
 
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .configs import GenerateOptions
-from .data.face import FaceState
-from .pipelines.talking_head import TalkingHeadPipeline
+from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.modules import load_dawn_modules
+from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.face.analysis import FaceState
+from talkinghead.model_index import read_model_index
+from talkinghead.pipelines.base import ProgressBars
 
 __all__ = [
     "DEMO_DIR",
@@ -94,8 +97,8 @@ def make_demo_assets(
     import cv2
     from scipy.io import wavfile
 
-    from .data.synth import synthesize_clip
-    from .data.synth_voice import SAMPLE_RATE
+    from talkinghead.data.synth.clips import synthesize_clip
+    from talkinghead.data.synth.voice import SAMPLE_RATE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,17 +122,15 @@ def make_demo_assets(
     return paths
 
 
-def demo_pipeline(demo_dir: str | Path = DEMO_DIR, device: str = "cpu") -> TalkingHeadPipeline:
+def demo_pipeline(demo_dir: str | Path = DEMO_DIR, device: str = "cpu") -> DawnPipeline:
     """The packaged model with the packaged portrait's known face (no detector, no HuBERT)."""
-    from .hub import load_model_dir, read_model_json
-
     demo_dir = Path(demo_dir)
     model_dir = demo_dir / MODEL_DIRNAME
-    kind = read_model_json(model_dir).get("audio_features", "hubert")
+    kind = read_model_index(model_dir).audio_features
     if kind != "logmel":
         raise ValueError(f"{model_dir} needs {kind} audio features; the demo runs on log-mel only")
-    return TalkingHeadPipeline(
-        load_model_dir(model_dir, device=device),
+    return DawnPipeline(
+        load_dawn_modules(model_dir, device=device),
         audio_encoder=None,
         face_analyzer=KnownFace.from_json(demo_dir / FACE_FILE),  # type: ignore[arg-type]
         audio_features="logmel",
@@ -150,7 +151,7 @@ def render_demo(
     Returns:
         the number of frames written (25 fps, as long as the speech).
     """
-    from .outputs import save_result
+    from talkinghead.outputs import save_result
 
     demo_dir = Path(demo_dir)
     output = Path(output)
@@ -159,7 +160,8 @@ def render_demo(
     pipe = demo_pipeline(demo_dir, device)
     options = GenerateOptions(num_steps=steps, seed=seed, crop=False)
     speech = demo_dir / SPEECH
-    result = pipe(image=demo_dir / PORTRAIT, audio=speech, options=options, progress=progress)
+    callback = ProgressBars() if progress else None
+    result = pipe(demo_dir / PORTRAIT, speech, options, callback=callback)
     count = save_result(result, output, audio_path=speech)
     logger.info("wrote %s (%d frames, %.2f s, seed %d)", output, count, count / result.fps, seed)
     return count

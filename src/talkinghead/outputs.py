@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.video import VideoWriter
-from .pipelines.talking_head import GenerationResult
+from talkinghead.dawn.pipeline import GenerationResult
+from talkinghead.media.video import VideoWriter
 
 
 def save_result(

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from talkinghead.data.dataset_layout import (
+from talkinghead.data.datasets import A2VClipDataset, LFGPairDataset, PBNetSequenceDataset
+from talkinghead.data.layout import (
     ClipData,
     ClipEntry,
     Manifest,
     write_clip,
     write_manifest,
 )
-from talkinghead.data.datasets import A2VClipDataset, LFGPairDataset, PBNetSequenceDataset
 
 S, A = 32, 8  # frame side, audio feature width
 LENGTHS = {"a": 30, "b": 50, "c": 12}  # frames per clip

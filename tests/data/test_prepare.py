@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from talkinghead.data.dataset_layout import ClipReader, read_manifest
+from talkinghead.data.layout import ClipReader, read_manifest
 from talkinghead.data.prepare import find_videos, nearest_frame_indices, prepare_dataset
-from talkinghead.data.video import VideoWriter
+from talkinghead.media.video import VideoWriter
 
 SRC_FPS = 30
 SECONDS = 2.0

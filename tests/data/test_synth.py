@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from talkinghead import cli
-from talkinghead.data.dataset_layout import ClipReader, read_manifest
-from talkinghead.data.synth import (
+from talkinghead.data.layout import ClipReader, read_manifest
+from talkinghead.data.synth.clips import (
     blink_openness,
     held_out_split,
     synthesize_clip,
     write_synth_dataset,
 )
-from talkinghead.data.synth_voice import (
+from talkinghead.data.synth.voice import (
     espeak_available,
     formant_speech,
     loudness_envelope,

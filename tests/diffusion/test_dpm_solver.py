@@ -13,10 +13,10 @@ import torch
 from conftest import load_golden
 from torch import Tensor
 
-from talkinghead.convert.dawn_official import unet_state_dict
+from talkinghead.dawn.convert import unet_state_dict
+from talkinghead.dawn.models import unet3d
 from talkinghead.diffusion.samplers import DDIMStep, ddim_sample, dpmpp_2m_sample
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
-from talkinghead.models import unet3d
 
 SHAPE = (2, 3, 4, 8, 8)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.configs import PRESETS
-from talkinghead.data.dataset_layout import ClipReader
-from talkinghead.data.synth import clip_style, synthesize_clip, write_synth_dataset
+from talkinghead.data.layout import ClipReader
+from talkinghead.data.synth.clips import clip_style, synthesize_clip, write_synth_dataset
+from talkinghead.dawn.configs import PRESETS
 from talkinghead.eval.synth_benchmark import (
     SynthBenchOptions,
     blink_onsets,
@@ -41,9 +41,9 @@ def synth_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline():
-    from talkinghead.data.face import FaceAnalyzer
-    from talkinghead.pipelines.talking_head import TalkingHeadPipeline
-    from talkinghead.pipelines.weights import random_modules
+    from talkinghead.dawn.pipeline import TalkingHeadPipeline
+    from talkinghead.dawn.weights import random_modules
+    from talkinghead.face.analysis import FaceAnalyzer
 
     cfg = PRESETS["tiny"]
     return TalkingHeadPipeline(

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from talkinghead.configs import PRESETS
-from talkinghead.data.audio import load_audio
-from talkinghead.pipelines.weights import FACE3D_DIRNAME, save_random_model
+from talkinghead.dawn.configs import PRESETS
+from talkinghead.dawn.weights import FACE3D_DIRNAME, save_random_model
+from talkinghead.media.audio import load_audio
 
 CLIP_SECONDS = 1.2  # 30 video frames: seconds-long runs, still several attention windows
 SAMPLE_RATE = 16000

@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, fx
 
 from talkinghead import cli
-from talkinghead.configs import GenerateOptions
-from talkinghead.data.audio import load_audio
-from talkinghead.models.unet3d import UNet3D
+from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.models.unet3d import UNet3D
+from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.media.audio import load_audio
 from talkinghead.pipelines import compile as compile_module
 from talkinghead.pipelines.compile import CompiledDenoiser
-from talkinghead.pipelines.talking_head import TalkingHeadPipeline
 
 FAST = GenerateOptions(num_steps=2, seed=0, decode_batch=8)
 NUM_FRAMES = 6
@@ -30,8 +30,8 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_model_dir: Path) -> TalkingHeadPipeline:
-    return TalkingHeadPipeline.from_pretrained(tiny_model_dir)
+def pipeline(tiny_model_dir: Path) -> DawnPipeline:
+    return DawnPipeline.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def short_audio(speech_wav: Path) -> np.ndarray:
 
 
 def run(
-    pipeline: TalkingHeadPipeline, portrait: Path, audio: np.ndarray, options: GenerateOptions
+    pipeline: DawnPipeline, portrait: Path, audio: np.ndarray, options: GenerateOptions
 ) -> tuple[Tensor, np.ndarray]:
     """(latents (1, 3, F, h, w), frames (F, S, S, 3)) of one call."""
     latents: list[Tensor] = []
@@ -53,7 +53,7 @@ def run(
 
     pipeline.sample_latents = spy  # type: ignore[method-assign]
     try:
-        result = pipeline(image=portrait, audio=audio, options=options, progress=False)
+        result = pipeline(portrait, audio, options=options)
         assert result.frames is not None
         frames = np.concatenate(list(result.frames))
     finally:
@@ -63,7 +63,7 @@ def run(
 
 
 @pytest.fixture(scope="module")
-def eager(pipeline: TalkingHeadPipeline, portrait: Path, short_audio: np.ndarray):
+def eager(pipeline: DawnPipeline, portrait: Path, short_audio: np.ndarray):
     return run(pipeline, portrait, short_audio, FAST)
 
 
@@ -77,7 +77,7 @@ def fresh_dynamo():
 
 @pytest.mark.slow  # dynamo traces the tiny UNet's ~2800 ops once: ~35 s on one busy CPU thread
 def test_unet_goes_through_dynamo_and_matches_eager(
-    pipeline: TalkingHeadPipeline, portrait: Path, short_audio: np.ndarray, eager, fresh_dynamo
+    pipeline: DawnPipeline, portrait: Path, short_audio: np.ndarray, eager, fresh_dynamo
 ) -> None:
     graphs: list[fx.GraphModule] = []
 
@@ -135,7 +135,7 @@ def test_failing_backend_warns_one_line_and_gives_the_eager_output(
 
 
 def test_pipeline_falls_back_to_the_eager_output_when_compiling_fails(
-    pipeline: TalkingHeadPipeline,
+    pipeline: DawnPipeline,
     portrait: Path,
     short_audio: np.ndarray,
     eager,

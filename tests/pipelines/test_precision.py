@@ -15,13 +15,14 @@ import pytest
 import torch
 from torch import Tensor
 
-from talkinghead.configs import PRESETS, GenerateOptions
-from talkinghead.data.face import FaceAnalyzer
+from talkinghead.dawn.configs import PRESETS, GenerateOptions
+from talkinghead.dawn.models.pose_blink_cvae import PoseBlinkCVAE
+from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.dawn.weights import random_modules
 from talkinghead.diffusion.samplers import DDIMStep, ddim_sample, seeded_randn
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
-from talkinghead.models.pose_blink_cvae import PoseBlinkCVAE
-from talkinghead.pipelines.talking_head import GenerationResult, TalkingHeadPipeline
-from talkinghead.pipelines.weights import random_modules
+from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.pipelines.base import GenerationResult
 
 SHAPE = (1, 3, 5, 3, 3)  # 135 values: bfloat16 randn is not float32 randn rounded at this size
 FAST = GenerateOptions(num_steps=1, seed=0, decode_batch=8)
@@ -77,16 +78,16 @@ def test_pbnet_latents_same_in_every_dtype(dtype: torch.dtype) -> None:
     assert torch.equal(drawn[1], drawn[0].to(dtype))
 
 
-def _pipeline(dtype: torch.dtype) -> TalkingHeadPipeline:
+def _pipeline(dtype: torch.dtype) -> DawnPipeline:
     cfg = PRESETS["tiny"]
-    return TalkingHeadPipeline(
+    return DawnPipeline(
         random_modules(cfg, dtype=dtype), audio_encoder=None, config=cfg,
         face_analyzer=FaceAnalyzer(None), audio_features="logmel",
     )  # fmt: skip
 
 
 def _run(
-    pipe: TalkingHeadPipeline, portrait: Path, speech_wav: Path
+    pipe: DawnPipeline, portrait: Path, speech_wav: Path
 ) -> tuple[GenerationResult, dict]:
     """One call; records the dtypes PBNet computed in and the dtype of the UNet's condition."""
     seen: dict[str, torch.dtype] = {}
@@ -102,7 +103,7 @@ def _run(
         pipe.modules.unet.register_forward_pre_hook(on_unet),
     ]
     try:
-        result = pipe(image=portrait, audio=speech_wav, options=FAST, progress=False)
+        result = pipe(portrait, speech_wav, options=FAST)
         assert result.frames is not None
         frames = np.concatenate(list(result.frames))
     finally:
@@ -129,8 +130,8 @@ def test_bfloat16_pipeline_runs_pbnet_in_float32(portrait: Path, speech_wav: Pat
 
 
 def test_to_and_from_pretrained_keep_pbnet_float32(tiny_model_dir: Path) -> None:
-    ref = TalkingHeadPipeline.from_pretrained(tiny_model_dir)
-    low = TalkingHeadPipeline.from_pretrained(tiny_model_dir, dtype=torch.float16)
+    ref = DawnPipeline.from_pretrained(tiny_model_dir)
+    low = DawnPipeline.from_pretrained(tiny_model_dir, dtype=torch.float16)
     assert low.dtype == torch.float16
     assert next(low.modules.flow_ae.parameters()).dtype == torch.float16
     for name in ("pose", "blink"):

@@ -13,11 +13,13 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from talkinghead import hub
-from talkinghead.configs import GenerateOptions
-from talkinghead.data.audio import load_audio
-from talkinghead.pipelines.talking_head import TalkingHeadPipeline
-from talkinghead.pipelines.weights import resolve_weights
+from talkinghead import checkpoints, download
+from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.modules import load_dawn_modules
+from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.dawn.weights import resolve_weights
+from talkinghead.media.audio import load_audio
+from talkinghead.model_index import read_model_index
 
 OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "convert" / "test_dawn_official.py"
 
@@ -45,11 +47,11 @@ def official_dir(tmp_path_factory, golden_dir: Path, tiny_model_dir: Path) -> Pa
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        HubertModel(config).save_pretrained(root / hub.HUBERT_DIRNAME)
+        HubertModel(config).save_pretrained(root / download.HUBERT_DIRNAME)
     finally:
         torch.random.set_rng_state(state)
     Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=16000).save_pretrained(
-        root / hub.HUBERT_DIRNAME
+        root / download.HUBERT_DIRNAME
     )
     (root / "face3d").symlink_to(tiny_model_dir / "face3d")
     return root
@@ -62,28 +64,25 @@ def test_official_layout_is_converted_once_into_the_cache(
     found = resolve_weights(official_dir, resolution=128)
     assert found.model_dir.is_relative_to(tmp_path / "home" / "models")
     assert found.model_dir.name == "dawn-128"
-    assert hub.read_model_json(found.model_dir)["resolution"] == 128
-    assert found.hubert_dir == official_dir / hub.HUBERT_DIRNAME
+    assert read_model_index(found.model_dir).config["resolution"] == 128
+    assert found.hubert_dir == official_dir / download.HUBERT_DIRNAME
     assert found.face3d_dir == official_dir / "face3d"
-    modules = hub.load_model_dir(found.model_dir)
+    modules = load_dawn_modules(found.model_dir)
     assert modules.resolution == 128
-    stamp = (found.model_dir / "unet" / hub.WEIGHTS_FILE).stat().st_mtime_ns
+    stamp = (found.model_dir / "unet" / checkpoints.WEIGHTS_FILE).stat().st_mtime_ns
     time.sleep(0.01)
     again = resolve_weights(official_dir, resolution=128)
     assert again == found
-    assert (again.model_dir / "unet" / hub.WEIGHTS_FILE).stat().st_mtime_ns == stamp  # reused
+    assert (again.model_dir / "unet" / checkpoints.WEIGHTS_FILE).stat().st_mtime_ns == stamp  # reused
 
 
 def test_official_layout_generates(
     official_dir: Path, tmp_path: Path, monkeypatch, portrait: Path, speech_wav: Path
 ) -> None:
     monkeypatch.setenv("TALKINGHEAD_HOME", str(tmp_path / "home"))
-    pipeline = TalkingHeadPipeline.from_pretrained(official_dir, resolution=128)
+    pipeline = DawnPipeline.from_pretrained(official_dir, resolution=128)
     audio = load_audio(speech_wav)[: 16000 * 2 // 5]  # 0.4 s: 10 frames of the 128-pixel model
-    result = pipeline(
-        image=portrait,
-        audio=audio,
-        progress=False,
+    result = pipeline(portrait, audio,
         options=GenerateOptions(num_steps=1, seed=0, decode_batch=5),
     )
     assert result.frames is not None
@@ -95,7 +94,7 @@ def test_converted_folder_is_picked_by_resolution(tiny_model_dir: Path, tmp_path
     (tmp_path / "dawn-128").symlink_to(tiny_model_dir)  # stands in for a 128 model
     with pytest.raises(ValueError, match="32-pixel model, but resolution 128"):
         resolve_weights(tmp_path, resolution=128)
-    with pytest.raises(hub.MissingFilesError, match="no 256-pixel model"):
+    with pytest.raises(checkpoints.MissingFilesError, match="no 256-pixel model"):
         resolve_weights(tmp_path, resolution=256)
     assert resolve_weights(tmp_path).model_dir == tmp_path / "dawn-128"
 
@@ -105,16 +104,16 @@ def test_missing_hubert_is_named(tiny_model_dir: Path, tmp_path: Path, monkeypat
     model = tmp_path / "model"
     model.mkdir()
     for entry in tiny_model_dir.iterdir():
-        if entry.name != hub.HUBERT_DIRNAME:
+        if entry.name != download.HUBERT_DIRNAME:
             (model / entry.name).symlink_to(entry)
     with pytest.raises(
-        hub.MissingFilesError, match=r"HuBERT .* was not found.*talkinghead download"
+        checkpoints.MissingFilesError, match=r"HuBERT .* was not found.*talkinghead download"
     ):
         resolve_weights(model)
 
 
 def test_empty_folder_names_the_expected_files(tmp_path: Path) -> None:
     with pytest.raises(
-        hub.MissingFilesError, match=r"model\.json.*DAWN_128\.pth.*talkinghead download"
+        checkpoints.MissingFilesError, match=r"model\.json.*DAWN_128\.pth.*talkinghead download"
     ):
         resolve_weights(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from talkinghead.data.synth import write_synth_dataset
+from talkinghead.data.synth.clips import write_synth_dataset
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from talkinghead.train import TrainConfig, diffusion, pose_blink, run_stage
+from talkinghead.dawn.training import a2v, pbnet
+from talkinghead.train import TrainConfig, run_stage
 from talkinghead.train.loop import ResumableBatchSampler, load_checkpoint, lr_at, train
 
 
@@ -105,7 +106,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, stage: st
     cfg = _cfg(
         stage, Path(data), Path(out) / "run", steps=2, clip_frames=8, device="cpu", **extra
     ).resolve()
-    task = (diffusion if stage == "a2v" else pose_blink).build_task(cfg)
+    task = (a2v if stage == "a2v" else pbnet).build_task(cfg)
     initial = {k: v.clone() for k, v in task.model.state_dict().items()}
     train(cfg, task)
     torch.save({"initial": initial, "final": task.model.state_dict()}, Path(out) / f"r{rank}.pt")

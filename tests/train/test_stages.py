@@ -11,24 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead import hub
 from talkinghead.cli import main
-from talkinghead.configs import PRESETS, GenerateOptions
-from talkinghead.data.dataset_layout import ClipReader
-from talkinghead.pipelines.motion import Motion
-from talkinghead.pipelines.talking_head import TalkingHeadPipeline
-from talkinghead.pipelines.weights import resolve_weights
-from talkinghead.train import TrainConfig, export_run, run_stage
-from talkinghead.train.config import STAGE_DEFAULTS
-from talkinghead.train.flow_ae import augment_pair
-from talkinghead.train.flow_ae import build_task as build_lfg_task
-from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
-from talkinghead.train.losses import (
+from talkinghead.data.layout import ClipReader
+from talkinghead.dawn.configs import PRESETS, GenerateOptions
+from talkinghead.dawn.modules import load_dawn_modules
+from talkinghead.dawn.motion import Motion
+from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.dawn.training.lfg import augment_pair
+from talkinghead.dawn.training.lfg import build_task as build_lfg_task
+from talkinghead.dawn.training.losses import (
     VGG19Features,
     mouth_mask,
     region_box_loss,
     region_separation,
 )
+from talkinghead.dawn.weights import resolve_weights
+from talkinghead.face.analysis import FaceState
+from talkinghead.train import TrainConfig, export_run, run_stage
+from talkinghead.train.config import STAGE_DEFAULTS
+from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
 
 STEPS = 25
 
@@ -238,34 +239,33 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     for run in (lfg_run[0], pose_run[0], blink, a2v_run[0]):
         export_run(run, model_dir)
     assert resolve_weights(model_dir).audio_features == "logmel"
-    modules = hub.load_model_dir(model_dir)
+    modules = load_dawn_modules(model_dir)
     ema = load_checkpoint(a2v_run[0])["ema"]
     torch.testing.assert_close(
         modules.unet.state_dict()["init_conv.weight"], ema["unet.init_conv.weight"]
     )
-    pipe = TalkingHeadPipeline(
+    pipe = DawnPipeline(
         modules,
         audio_encoder=None,
         face_analyzer=None,  # type: ignore[arg-type]
         audio_features="logmel",
     )
-    pipe._progress = False
     clip = ClipReader(synth_data / "clips" / "000000")
     f = 6
-    src = torch.from_numpy(np.array(clip.frames[0])).permute(2, 0, 1)[None].float() / 255
+    first = np.array(clip.frames[0])
+    x0, x1, y0, y1, h, w = np.array(clip.array("bbox")[0])
+    face = FaceState(
+        box=np.array([x0, y0, x1, y1, 1.0]), pose=np.zeros(6), eye=np.zeros(2),
+        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64), crop_box=(0, 0, w, h),
+        detector="ground truth",
+    )
+    options = GenerateOptions(num_steps=2, crop=False)
+    portrait = pipe.prepare(first, options, face=face)
     audio = pipe.audio_condition(clip.audio()[: f * 640], f)
     zeros = np.zeros((f, 6), np.float32)
     motion = Motion(zeros, zeros[:, :2], zeros, zeros[:, :2])
-    latents = pipe.sample_latents(
-        src,
-        modules.flow_ae.compute_fea(src),
-        np.array(clip.array("bbox")[0]),
-        audio,
-        motion,
-        GenerateOptions(num_steps=2),
-        torch.Generator().manual_seed(0),
-    )
-    frames = np.concatenate(list(pipe.decode(src, latents, batch_size=4)))
+    latents = pipe.sample_latents(portrait, audio, motion, options, torch.Generator().manual_seed(0))
+    frames = np.concatenate(list(pipe.decode(portrait, latents, batch_size=4)))
     assert latents.shape == (1, 3, f, 8, 8) and frames.shape == (f, 32, 32, 3)
 
 

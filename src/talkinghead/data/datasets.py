@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from talkinghead.data.dataset_layout import CLIPS_DIR, ClipEntry, ClipReader, read_manifest
+from talkinghead.data.layout import CLIPS_DIR, ClipEntry, ClipReader, read_manifest
 
 __all__ = ["A2VClipDataset", "LFGPairDataset", "PBNetSequenceDataset"]
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from talkinghead.data.dataset_layout import (
+from talkinghead.data.layout import (
     CLIPS_DIR,
     FPS,
     ClipData,
@@ -122,7 +122,7 @@ def nearest_frame_indices(num_src: int, src_fps: float, fps: float = FPS) -> np.
 
 def _resampled(path: Path, src_fps: float, num_src: int) -> Iterator[np.ndarray]:
     """Decode ``path`` and yield its frames at 25 fps (nearest source frame, repeats allowed)."""
-    from talkinghead.data.video import read_video_frames
+    from talkinghead.media.video import read_video_frames
 
     wanted = nearest_frame_indices(num_src, src_fps)
     k = 0
@@ -149,7 +149,7 @@ def _mouth_box(face: Any, crop_box: tuple[int, int, int, int], scale: float) -> 
 
 
 def _analyze_frames(analyzer: Any, frames: list[np.ndarray]) -> list[Any | None]:
-    from talkinghead.data.face import FaceNotFoundError
+    from talkinghead.face.analysis import FaceNotFoundError
 
     states: list[Any | None] = []
     for frame in frames:
@@ -181,10 +181,10 @@ def prepare_video(
     Raises:
         ValueError: the video cannot be decoded, has no (usable) audio, no face or < 2 frames.
     """
-    from talkinghead.data.audio import load_audio, num_video_frames
-    from talkinghead.data.audio_features import log_mel_features
-    from talkinghead.data.face import crop_and_resize, face_bbox_in_crop, square_crop_box
-    from talkinghead.data.video import probe_video
+    from talkinghead.face.analysis import crop_and_resize, face_bbox_in_crop, square_crop_box
+    from talkinghead.media.audio import load_audio, num_video_frames
+    from talkinghead.media.audio_features import log_mel_features
+    from talkinghead.media.video import probe_video
 
     path = Path(path)
     facts = probe_video(path)
@@ -263,7 +263,7 @@ def _worker_init(face3d_dir: str | None, hubert_dir: str | None, threads: int) -
     """Build the face analyzer (and HuBERT) once per process."""
     import torch
 
-    from talkinghead.data.face import FaceAnalyzer
+    from talkinghead.face.analysis import FaceAnalyzer
 
     if threads > 0:
         # one process per file already uses the cores; nested thread pools would oversubscribe
@@ -272,7 +272,7 @@ def _worker_init(face3d_dir: str | None, hubert_dir: str | None, threads: int) -
     _WORKER["analyzer"] = FaceAnalyzer(face3d_dir)
     _WORKER["encoder"] = None
     if hubert_dir is not None:
-        from talkinghead.data.audio_features import HubertFeatureExtractor
+        from talkinghead.media.audio_features import HubertFeatureExtractor
 
         _WORKER["encoder"] = HubertFeatureExtractor.from_pretrained(hubert_dir)
 

@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .schedules import alphas_cumprod_prev
+from talkinghead.diffusion.schedules import alphas_cumprod_prev
 
 logger = logging.getLogger(__name__)
 

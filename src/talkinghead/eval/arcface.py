@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .loading import load_official_state_dict
+from talkinghead.eval.loading import load_official_state_dict
 
 ARCFACE_WEIGHTS_NAME = "arcface_r100.pth"
 ARCFACE_WEIGHTS_URL = (

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .features import Features, extract_features
-from .media import UnreadableVideoError, list_videos, read_video
-from .metrics import (
+from talkinghead.eval.features import Features, extract_features
+from talkinghead.eval.media import UnreadableVideoError, list_videos, read_video
+from talkinghead.eval.metrics import (
     beat_align_score,
     blinks_per_second,
     cosine_similarity,
@@ -30,7 +30,7 @@ from .metrics import (
     psnr,
     ssim,
 )
-from .networks import METRIC_NETWORK, MetricNetworks, load_networks
+from talkinghead.eval.networks import METRIC_NETWORK, MetricNetworks, load_networks
 
 logger = logging.getLogger(__name__)
 

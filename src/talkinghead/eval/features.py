@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio_features import SYNC_SAMPLE_RATE, audio_beats
-from .face_signals import crop_faces, eye_openness, face_boxes, head_motion_curve
-from .i3d import i3d_features, video_clips
-from .media import read_audio, read_video, resample_frames
-from .metrics import motion_beats, sync_distances
-from .networks import MetricNetworks
-from .syncnet import SYNC_FPS, syncnet_features
+from talkinghead.eval.audio_features import SYNC_SAMPLE_RATE, audio_beats
+from talkinghead.eval.face_signals import crop_faces, eye_openness, face_boxes, head_motion_curve
+from talkinghead.eval.i3d import i3d_features, video_clips
+from talkinghead.eval.media import read_audio, read_video, resample_frames
+from talkinghead.eval.metrics import motion_beats, sync_distances
+from talkinghead.eval.networks import MetricNetworks
+from talkinghead.eval.syncnet import SYNC_FPS, syncnet_features
 
 logger = logging.getLogger(__name__)
 

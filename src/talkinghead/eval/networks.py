@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .arcface import ARCFACE_WEIGHTS_NAME, ARCFACE_WEIGHTS_URL, load_arcface
-from .i3d import I3D_WEIGHTS_NAME, I3D_WEIGHTS_URL, load_i3d
-from .inception import FID_WEIGHTS_NAME, FID_WEIGHTS_URL, load_fid_inception
-from .syncnet import SYNCNET_WEIGHTS_NAME, SYNCNET_WEIGHTS_URL, load_syncnet
+from talkinghead.eval.arcface import ARCFACE_WEIGHTS_NAME, ARCFACE_WEIGHTS_URL, load_arcface
+from talkinghead.eval.i3d import I3D_WEIGHTS_NAME, I3D_WEIGHTS_URL, load_i3d
+from talkinghead.eval.inception import FID_WEIGHTS_NAME, FID_WEIGHTS_URL, load_fid_inception
+from talkinghead.eval.syncnet import SYNCNET_WEIGHTS_NAME, SYNCNET_WEIGHTS_URL, load_syncnet
 
 logger = logging.getLogger(__name__)
 

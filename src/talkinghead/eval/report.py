@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import TABLE1, EvalResult
-from .metrics import count_blinks
+from talkinghead.eval.evaluate import TABLE1, EvalResult
+from talkinghead.eval.metrics import count_blinks
 
 _W, _H, _PAD = 420, 120, 24
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")

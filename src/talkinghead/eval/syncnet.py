@@ -16,8 +16,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .audio_features import mfcc
-from .loading import load_official_state_dict
+from talkinghead.eval.audio_features import mfcc
+from talkinghead.eval.loading import load_official_state_dict
 
 SYNCNET_WEIGHTS_NAME = "syncnet_v2.model"
 SYNCNET_WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from talkinghead.data.synth_face import FaceStyle
+from talkinghead.data.synth.face import FaceStyle
 from talkinghead.eval.metrics import count_blinks, psnr
 
 __all__ = [
@@ -207,37 +207,35 @@ def _to_uint8(video: Tensor, size: int) -> np.ndarray:
 def _generate(
     pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool
 ) -> np.ndarray:
-    """Generated (F, S, S, 3) uint8 frames for the clip's first frame and speech."""
-    from talkinghead.configs import GenerateOptions
-    from talkinghead.pipelines.motion import combine_motion, driver_motion, generate_motion
+    """Generated (F, S, S, 3) uint8 frames for the clip's first frame and speech.
 
-    size = pipe.modules.resolution
-    scale = size / reader.frames.shape[1]
+    The portrait's face is the renderer's ground truth (no detector); the motion is PBNet's or, with
+    ``pbnet=False``, the clip's true pose and eye tracks.
+    """
+    from talkinghead.dawn.configs import GenerateOptions
+    from talkinghead.face.analysis import FaceState
+
+    first = np.asarray(reader.frames[0])
+    h, w = first.shape[:2]
     pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
-    audio = reader.audio()
-    num_frames = reader.num_frames
-    feats = pipe.audio_condition(audio, num_frames)
+    x0, x1, y0, y1 = np.asarray(reader.array("bbox")[0][:4], np.float64)
+    face = FaceState(
+        box=np.array([x0, y0, x1, y1, 1.0]), pose=pose[0], eye=eye[0],
+        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64), crop_box=(0, 0, w, h),
+        detector="ground truth",
+    )
+    gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed, crop=False)
+    portrait = pipe.prepare(first, gen_opts, face=face)
+    feats = pipe.audio_condition(reader.audio(), reader.num_frames)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    if pbnet:
-        motion = generate_motion(
-            pipe.modules.pose, pipe.modules.blink, feats, pose[0], eye[0], generator=generator
-        )
-    else:
-        pose_delta, eye_delta = driver_motion(pose, eye, num_frames, pose[0], eye[0])
-        motion = combine_motion(None, pose_delta, eye_delta, num_frames, pose[0], eye[0])
-    src = _to_tensor(np.asarray(reader.frames[:1]), size, pipe.device, pipe.dtype)
-    bbox = np.asarray(reader.array("bbox")[0], np.float32).copy()
-    bbox[:4] *= scale
-    bbox[4:] = size
-    gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed)
-    pipe._progress = False
-    fea = pipe.modules.flow_ae.compute_fea(src)
-    latents = pipe.sample_latents(src, fea, bbox, feats, motion, gen_opts, generator)
-    return np.concatenate(list(pipe.decode(src, latents, options.batch_size)))
+    drivers = {} if pbnet else {"pose": pose, "blink": eye}
+    motion = pipe.motion(portrait, feats, gen_opts, generator, **drivers)
+    latents = pipe.sample_latents(portrait, feats, motion, gen_opts, generator)
+    return np.concatenate(list(pipe.decode(portrait, latents, options.batch_size)))
 
 
 def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
-    from talkinghead.data.synth import clip_style
+    from talkinghead.data.synth.clips import clip_style
 
     style = clip_style(reader.info["seed"])
     frames = np.asarray(reader.frames)
@@ -285,7 +283,7 @@ def run_synth_benchmark(
         LFG's own reconstructions: the ceiling through the autoencoder), ``mouth_corr_real`` (the
         measure's ceiling), ``blink_rate_true/real/gt`` (and ``*_pbnet``) in blinks per second.
     """
-    from talkinghead.data.dataset_layout import CLIPS_DIR, ClipReader, read_manifest
+    from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
 
     options = options or SynthBenchOptions()
     manifest = read_manifest(data_dir)

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import STAGES, TrainConfig
-from .loop import TrainResult, load_checkpoint
+from talkinghead.train.config import STAGES, TrainConfig
+from talkinghead.train.loop import TrainResult, load_checkpoint
 
 __all__ = ["STAGES", "TrainConfig", "TrainResult", "export_run", "run_stage"]
 
 
 def _stage_module(stage: str):
     if stage == "lfg":
-        from . import flow_ae as module
+        from talkinghead.dawn.training import lfg as module
     elif stage == "pbnet":
-        from . import pose_blink as module
+        from talkinghead.dawn.training import pbnet as module
     elif stage == "a2v":
-        from . import diffusion as module
+        from talkinghead.dawn.training import a2v as module
     else:
         raise ValueError(f"stage={stage!r} must be one of {STAGES}")
     return module
@@ -31,7 +31,7 @@ def _stage_module(stage: str):
 
 def run_stage(cfg: TrainConfig, *, resume: bool = False, hooks=()) -> TrainResult:
     """Train (or resume) the stage named by ``cfg.stage``."""
-    from .loop import train
+    from talkinghead.train.loop import train
 
     cfg = cfg.resolve()
     return train(cfg, _stage_module(cfg.stage).build_task(cfg), resume=resume, hooks=hooks)

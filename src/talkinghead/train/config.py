@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..configs import PRESETS, DawnConfig
+from talkinghead.dawn.configs import PRESETS, DawnConfig
 
 STAGES = ("lfg", "pbnet", "a2v")
 PRECISIONS = ("fp32", "bf16")
@@ -171,7 +171,7 @@ def model_config_for_data(preset: str, data: str | Path) -> tuple[DawnConfig, st
     The pipeline computes log-mel features with ``n_mels = audio_dim``, so a model trained on the
     data's features keeps the data's width rather than the preset's.
     """
-    from ..data.dataset_layout import read_manifest
+    from talkinghead.data.layout import read_manifest
 
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} must be one of {sorted(PRESETS)}")

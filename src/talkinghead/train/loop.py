@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from talkinghead.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
