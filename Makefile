@@ -15,6 +15,7 @@ $(BIN)/talkinghead: pyproject.toml constraints.txt
 setup: $(BIN)/talkinghead
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks scripts
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 # The packaged demo model speaks the packaged clip -> demo.mp4 (CPU, no downloads).

@@ -25,6 +25,8 @@ class Family:
         name: registry name, written into ``model_index.json`` (e.g. ``"dawn"``).
         description: one line for ``talkinghead models`` and the server's ``/v1/models``.
         pipeline: ``"module:Class"`` of its pipeline (``pipelines.base.TalkingHeadPipeline``).
+        options: ``"module:Class"`` of its runtime options dataclass (the pipeline's
+            ``options_class``), in a module light enough for ``--help``: the ``generate`` flags.
         converter: ``"module:function"`` converting official files into a model directory,
             ``convert(src, out_dir) -> Path``; None if the family has no official release.
         training: training stage name -> module providing ``build_task(cfg)`` and
@@ -35,6 +37,7 @@ class Family:
     name: str
     description: str
     pipeline: str
+    options: str
     converter: str | None = None
     training: dict[str, str] = field(default_factory=dict)
     components: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -50,6 +53,7 @@ FAMILIES: dict[str, Family] = {
             description="DAWN (arXiv 2410.13726): the whole clip's motion in one diffusion pass "
             "over latent flows; portrait + speech.",
             pipeline="talkinghead.dawn.pipeline:DawnPipeline",
+            options="talkinghead.dawn.configs:GenerateOptions",
             converter="talkinghead.dawn.convert:convert_official_dir",
             training={
                 "lfg": "talkinghead.dawn.training.lfg",

@@ -109,7 +109,8 @@ def model_path(name_or_path: str | Path) -> Path:
         names = ", ".join(available_models())
         raise ValueError(
             f"{str(name_or_path)!r} is neither a model name ({names}) nor an existing folder; "
-            "pass one of those names or a model directory."
+            "pass one of those names or a model directory (`talkinghead download` fetches the "
+            "official DAWN weights)."
         )
     return path
 

@@ -41,12 +41,12 @@ def synth_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_pipeline():
-    from talkinghead.dawn.pipeline import TalkingHeadPipeline
+    from talkinghead.dawn.pipeline import DawnPipeline
     from talkinghead.dawn.weights import random_modules
     from talkinghead.face.analysis import FaceAnalyzer
 
     cfg = PRESETS["tiny"]
-    return TalkingHeadPipeline(
+    return DawnPipeline(
         random_modules(cfg),
         audio_encoder=None,
         config=cfg,
@@ -143,4 +143,4 @@ def test_cli_eval_synth(synth_set: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main(["eval-synth", str(synth_set)]) == 2  # no weights
     # the existing positional form of `eval` is untouched
     args = build_parser().parse_args(["eval", "some_dir"])
-    assert args.generated_dir == "some_dir" and args.func.__name__ == "_run_eval"
+    assert args.generated_dir == "some_dir" and args.func.__name__ == "run_eval"

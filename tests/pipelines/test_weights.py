@@ -21,7 +21,7 @@ from talkinghead.dawn.weights import resolve_weights
 from talkinghead.media.audio import load_audio
 from talkinghead.model_index import read_model_index
 
-OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "convert" / "test_dawn_official.py"
+OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "dawn" / "test_convert.py"
 
 
 def official_layout_builder() -> ModuleType:
@@ -114,6 +114,6 @@ def test_missing_hubert_is_named(tiny_model_dir: Path, tmp_path: Path, monkeypat
 
 def test_empty_folder_names_the_expected_files(tmp_path: Path) -> None:
     with pytest.raises(
-        checkpoints.MissingFilesError, match=r"model\.json.*DAWN_128\.pth.*talkinghead download"
+        checkpoints.MissingFilesError, match=r"model_index\.json.*DAWN_128\.pth.*talkinghead download"
     ):
         resolve_weights(tmp_path)

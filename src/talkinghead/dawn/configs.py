@@ -11,6 +11,7 @@ Glossary: FlowAutoencoder = LFG (latent flow generator, paper Sec. 3.1); PoseBli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -198,9 +199,14 @@ class FaceLocConfig:
     hidden_channels: int = 8  # channels after the first stride-2 convolution
 
 
+SAMPLERS = ("ddim", "dpmpp-2m")  # the samplers DAWN can run (diffusion/samplers.py)
+
+
 @dataclass(frozen=True)
 class GenerateOptions:
-    """Runtime knobs of one generation call. CLI flags take their defaults from here."""
+    """Runtime knobs of one DAWN generation call. CLI flags take their defaults and help from here."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
 
     num_steps: int = 20  # DDIM steps (official: 20)
     eta: float = 1.0  # DDIM stochasticity (official: 1.0)
@@ -215,9 +221,9 @@ class GenerateOptions:
     paste_back: bool = False  # animate the crop inside the original image
     decode_batch: int = 16  # frames decoded by the LFG at once
     faithful: bool = False  # replicate the official code's bugs (DDIM alphas_prev, bbox axes)
-    # "ddim" (official) | "dpmpp-2m" (DPM-Solver++(2M): fewer steps, deterministic, so eta and the faithful
-    # DDIM update do not apply; its quality cost is measured in benchmarks/RESULTS.md)
+    # ddim (official) or dpmpp-2m (DPM-Solver++(2M): ~10 steps, deterministic, so eta and the
+    # faithful DDIM update do not apply; its quality cost is in benchmarks/RESULTS.md)
     sampler: str = "ddim"
-    # torch.compile the UNet forward for sampling (inductor; the first call per clip length
-    # compiles; falls back to eager with a warning where compiling fails)
+    # torch.compile the UNet (inductor): the first call per clip length compiles (minutes on
+    # CPU), so it pays off on long or repeated clips; falls back to eager with a warning
     compile: bool = False

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from talkinghead.dawn.configs import DawnConfig, GenerateOptions
+from talkinghead.dawn.configs import SAMPLERS, DawnConfig, GenerateOptions
 from talkinghead.dawn.models.face_location import bbox_mask
 from talkinghead.dawn.models.flow_autoencoder import SourceEncoding
 from talkinghead.dawn.modules import DawnModules, diffusion_config, load_dawn_modules
@@ -60,7 +60,6 @@ from talkinghead.pipelines.compile import CompileBackend, CompiledDenoiser
 logger = logging.getLogger(__name__)
 
 AUDIO_FEATURES = ("hubert", "logmel")
-SAMPLERS = ("ddim", "dpmpp-2m")
 
 
 @dataclass

@@ -1,32 +1,28 @@
-"""Training DAWN's three stages (dawn_spec.md §5): LFG, PBNet and the A2V-FDM denoiser.
+"""Training any family's networks through one loop; DAWN's stages are lfg, pbnet and a2v (dawn_spec.md §5).
 
 ``TrainConfig`` (``config.py``) describes a run; ``loop.train`` is the shared loop (DDP, EMA,
-gradient accumulation, bf16, exact resume, logs, previews); ``flow_ae``, ``pose_blink`` and
-``diffusion`` each build their stage's ``Task`` and provide ``train_*`` and ``export``;
-``export.py`` loads trained networks back and writes them into a model dir.
-``run_stage`` and ``export_run`` dispatch on the stage name (the CLI uses them).
+gradient accumulation, bf16, exact resume, logs, previews); each family's training modules
+(``families.Family.training``, e.g. ``dawn/training/lfg.py``) build their stage's ``Task`` and provide
+``export`` (the run's EMA networks into a model directory). ``run_stage`` and ``export_run`` dispatch on the stage name (the CLI uses them).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from talkinghead.train.config import STAGES, TrainConfig
+from talkinghead.families import training_stages
+from talkinghead.train.config import TrainConfig
 from talkinghead.train.loop import TrainResult, load_checkpoint
 
-__all__ = ["STAGES", "TrainConfig", "TrainResult", "export_run", "run_stage"]
+__all__ = ["TrainConfig", "TrainResult", "export_run", "run_stage"]
 
 
 def _stage_module(stage: str):
-    if stage == "lfg":
-        from talkinghead.dawn.training import lfg as module
-    elif stage == "pbnet":
-        from talkinghead.dawn.training import pbnet as module
-    elif stage == "a2v":
-        from talkinghead.dawn.training import a2v as module
-    else:
-        raise ValueError(f"stage={stage!r} must be one of {STAGES}")
-    return module
+    stages = training_stages()
+    if stage not in stages:
+        raise ValueError(f"stage={stage!r} must be one of {', '.join(stages)}")
+    return importlib.import_module(stages[stage])
 
 
 def run_stage(cfg: TrainConfig, *, resume: bool = False, hooks=()) -> TrainResult:

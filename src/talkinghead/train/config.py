@@ -18,11 +18,11 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from talkinghead.dawn.configs import PRESETS, DawnConfig
+from talkinghead.families import training_stages
 
-STAGES = ("lfg", "pbnet", "a2v")
 PRECISIONS = ("fp32", "bf16")
 CONFIG_FILE = "train_config.json"
 
@@ -53,6 +53,15 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "clip_frames": 20,
     },
 }
+# a stage without official values above (another family's) starts from these
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 1e-4,
+    "betas": (0.9, 0.999),
+    "batch_size": 8,
+    "grad_clip": 1.0,
+    "clip_frames": 1,
+}
 A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrides (spec §5.3)
 
 
@@ -60,7 +69,12 @@ A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrid
 class TrainConfig:
     """Everything one training run needs. ``None`` = the stage's official value (see module doc)."""
 
-    stage: str  # "lfg" | "pbnet" | "a2v"
+    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "precision": PRECISIONS, "optimizer": ("adam", "adamw"), "net": ("pose", "blink"),
+        "curriculum": (1, 2),
+    }
+
+    stage: str  # a training stage of a registered family (families.training_stages()): "lfg", ...
     data: str  # training-set folder (manifest.json, clips/)
     run_dir: str  # checkpoints, logs, samples and the resolved config go here
     preset: str = "tiny"  # architecture preset (configs.PRESETS); audio width follows the data
@@ -109,8 +123,9 @@ class TrainConfig:
     sample_steps: int = 10  # DDIM steps of the preview samples
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"stage={self.stage!r} must be one of {STAGES}")
+        stages = training_stages()
+        if self.stage not in stages:
+            raise ValueError(f"stage={self.stage!r} must be one of {', '.join(stages)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.steps < 1 or self.grad_accum < 1:
@@ -128,7 +143,7 @@ class TrainConfig:
 
     def resolve(self) -> TrainConfig:
         """A copy with every ``None`` stage default filled in (idempotent)."""
-        defaults = dict(STAGE_DEFAULTS[self.stage])
+        defaults = dict(STAGE_DEFAULTS.get(self.stage, GENERIC_DEFAULTS))
         if self.stage == "a2v" and self.curriculum == 2:
             defaults.update(A2V_STAGE2)
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}

@@ -1,0 +1,111 @@
+"""Command-line flags from dataclass fields: every default and help text lives in one place.
+
+A field's trailing ``# comment`` in its class body is its help text (as LivePortrait derives its CLI
+from its config dataclasses with tyro). ``int``/``float``/``str`` fields (optionally ``| None``) become
+``--field-name VALUE``; a ``bool`` that defaults to False becomes ``--field-name``, one that defaults to
+True becomes ``--no-field-name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import typing
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+_SCALARS = {int: int, float: float, str: str}
+_FIELD_LINE = re.compile(r"^    (\w+)\s*:[^#]*(?:#\s*(.*))?$")
+_COMMENT_LINE = re.compile(r"^    #\s?(.*)$")
+
+
+@cache
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment: the one on its line, else the comment lines just above it."""
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        if match := _COMMENT_LINE.match(line):
+            above.append(match.group(1))
+        elif match := _FIELD_LINE.match(line):
+            comments[match.group(1)] = (match.group(2) or " ".join(above)).strip()
+            above = []
+        else:
+            above = []
+    return comments
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _scalar_type(annotation: Any) -> type | None:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if len(args) == 1 else annotation
+    return _SCALARS.get(base)
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    classes: Iterable[type],
+    *,
+    skip: Iterable[str] = (),
+    aliases: dict[str, tuple[str, ...]] | None = None,
+) -> list[str]:
+    """Add a flag per field of ``classes`` (the first class that has a field gives its help).
+
+    A class may list allowed values in a ``CHOICES`` class attribute (field -> names, taken from a
+    registry such as the samplers).
+
+    Args:
+        skip: fields the command sets otherwise.
+        aliases: field -> extra flag names kept for compatibility (``{"num_steps": ("--steps",)}``).
+    Returns:
+        The field names that got a flag (``dest`` is the field name; unset flags stay ``None``).
+    """
+    aliases, done = aliases or {}, set(skip)
+    added: list[str] = []
+    for cls in classes:
+        hints, comments = typing.get_type_hints(cls), field_comments(cls)
+        choices = getattr(cls, "CHOICES", {})
+        for f in dataclasses.fields(cls):
+            if f.name in done or not f.init:
+                continue
+            done.add(f.name)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            help_text = comments.get(f.name, "")
+            if hints[f.name] is bool:
+                name = flag_name(f.name) if not default else "--no-" + f.name.replace("_", "-")
+                parser.add_argument(name, dest=f.name, action="store_const", const=not default,
+                                    default=None,
+                                    help=f"turn off: {help_text}" if default else help_text)
+            else:
+                kind = _scalar_type(hints[f.name])
+                if kind is None:
+                    continue  # tuples, nested configs: not flags
+                allowed = choices.get(f.name)
+                parser.add_argument(
+                    flag_name(f.name), *aliases.get(f.name, ()), dest=f.name, type=kind,
+                    default=None, choices=sorted(allowed) if allowed else None,
+                    help=f"{help_text} (default: {default})" if help_text else None,
+                )
+            added.append(f.name)
+    return added
+
+
+def options_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """An instance of ``cls``: its defaults, replaced by the flags given on the command line."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and getattr(args, f.name, None) is not None
+    }
+    return cls(**{**given, **overrides})
+
+
+def given_flags(args: argparse.Namespace, fields: Iterable[str]) -> list[str]:
+    """The flags among ``fields`` that the user set."""
+    return [flag_name(f) for f in fields if getattr(args, f, None) is not None]
