@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import configs
+from .difftalk import configs as difftalk_configs
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,12 @@ class FaceLocConfig:
 
 
 # Config types defined here rather than in configs.py, by their config.json "type" name.
-LOCAL_CONFIGS: dict[str, type] = {"FaceLocConfig": FaceLocConfig}
+LOCAL_CONFIGS: dict[str, type] = {
+    "FaceLocConfig": FaceLocConfig,
+    "DiffTalkVQConfig": difftalk_configs.DiffTalkVQConfig,
+    "DiffTalkUNetConfig": difftalk_configs.DiffTalkUNetConfig,
+    "DiffTalkConditionConfig": difftalk_configs.DiffTalkConditionConfig,
+}
 
 # config type (the "type" field of config.json) -> (module, class) of the network it builds.
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
@@ -76,6 +82,10 @@ MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "PoseBlinkConfig": ("talkinghead.models.pose_blink_cvae", "PoseBlinkCVAE"),
     "UNet3DConfig": ("talkinghead.models.unet3d", "UNet3D"),
     "FaceLocConfig": ("talkinghead.models.face_location", "FaceLocationEncoder"),
+    # DiffTalk: diffusers networks come from builder functions (called like a class with the config)
+    "DiffTalkVQConfig": ("talkinghead.difftalk.networks", "build_first_stage"),
+    "DiffTalkUNetConfig": ("talkinghead.difftalk.networks", "build_denoiser"),
+    "DiffTalkConditionConfig": ("talkinghead.difftalk.conditioning", "ConditionEncoder"),
 }
 # networks whose constructor takes the config's fields as keyword arguments instead of the config
 KWARG_CONSTRUCTED = frozenset({"FaceLocConfig"})

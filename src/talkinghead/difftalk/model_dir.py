@@ -1,0 +1,139 @@
+"""A DiffTalk model directory: three components and one ``model_index.json``.
+
+::
+
+    difftalk-model/
+      model_index.json          {"format": "talkinghead", "format_version": 1, "family": "difftalk",
+                                 "components": {...}, "audio_features": ..., "config": {...}}
+      first_stage/  config.json  model.safetensors     VQ autoencoder (diffusers VQModel)
+      unet/         config.json  model.safetensors     denoiser (diffusers UNet2DConditionModel)
+      condition/    config.json  model.safetensors     AudioNet + AudioAttNet + LdmNet
+
+Components are saved and loaded with ``hub.save_component`` / ``hub.load_component`` (built on the
+meta device, strict load). ``write_model_index`` / ``read_model_index`` are a local stand-in with
+exactly the schema of the coming shared ``talkinghead/model_index.py``; the lead swaps them.
+``config`` holds the ``DiffTalkConfig`` fields that are not networks (image size, schedule, masks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import hub
+from .configs import DiffTalkConfig
+
+FAMILY = "difftalk"
+INDEX_FILE = "model_index.json"
+FORMAT_VERSION = 1
+COMPONENTS: dict[str, str] = {
+    "first_stage": "first_stage",
+    "unet": "unet",
+    "condition": "condition",
+}
+_NETWORK_FIELDS = ("first_stage", "denoiser", "condition")
+
+
+@dataclass
+class DiffTalkModules:
+    """The three networks of one DiffTalk model and its config."""
+
+    config: DiffTalkConfig  # the whole model config (networks + pipeline settings)
+    first_stage: nn.Module  # diffusers VQModel
+    unet: nn.Module  # diffusers UNet2DConditionModel
+    condition: nn.Module  # ConditionEncoder
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"first_stage": self.first_stage, "unet": self.unet, "condition": self.condition}
+
+
+def pipeline_settings(cfg: DiffTalkConfig) -> dict[str, Any]:
+    """The non-network fields of ``cfg`` (the ``config`` of ``model_index.json``)."""
+    return {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in _NETWORK_FIELDS
+    }
+
+
+def write_model_index(directory: str | Path, cfg: DiffTalkConfig) -> Path:
+    index = {
+        "format": hub.FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "family": FAMILY,
+        "components": dict(COMPONENTS),
+        "audio_features": cfg.audio_features,
+        "config": pipeline_settings(cfg),
+    }
+    path = Path(directory) / INDEX_FILE
+    hub.atomic_write_text(path, json.dumps(index, indent=2) + "\n")
+    return path
+
+
+def read_model_index(directory: str | Path) -> dict[str, Any]:
+    """``model_index.json``, checked to be a talkinghead v1 DiffTalk directory."""
+    path = Path(directory) / INDEX_FILE
+    if not path.is_file():
+        raise hub.missing_files_error(
+            [INDEX_FILE], directory, "convert a checkpoint with `talkinghead convert` first"
+        )
+    index = json.loads(path.read_text(encoding="utf-8"))
+    if index.get("format") != hub.FORMAT_NAME or index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a talkinghead v{FORMAT_VERSION} model index.")
+    if index.get("family") != FAMILY:
+        raise ValueError(f"{path} is a {index.get('family')!r} model, not a DiffTalk model.")
+    return index
+
+
+def save_model_dir(
+    modules: DiffTalkModules, directory: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write the whole model directory atomically (temp dir next to it, then rename)."""
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    cfg = modules.config
+    configs = {"first_stage": cfg.first_stage, "unet": cfg.denoiser, "condition": cfg.condition}
+    try:
+        for name, net in modules.networks().items():
+            meta = {"component": name, **(metadata or {})}
+            hub.save_component(net, configs[name], tmp / COMPONENTS[name], meta)
+        write_model_index(tmp, cfg)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_model_dir(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> DiffTalkModules:
+    """Load a DiffTalk model directory (strict, eval mode)."""
+    directory = Path(directory)
+    index = read_model_index(directory)
+    parts = {
+        name: hub.load_component(directory / sub, device=device, dtype=dtype)
+        for name, sub in index["components"].items()
+    }
+    if set(parts) != set(COMPONENTS):
+        raise ValueError(f"{directory / INDEX_FILE} must list the components {sorted(COMPONENTS)}.")
+    configs = {name: hub.read_config(directory / sub) for name, sub in index["components"].items()}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in index["config"].items()}
+    cfg = DiffTalkConfig(
+        first_stage=configs["first_stage"],
+        denoiser=configs["unet"],
+        condition=configs["condition"],
+        **settings,
+    )
+    return DiffTalkModules(config=cfg, **parts)
