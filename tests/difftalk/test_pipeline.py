@@ -101,3 +101,21 @@ def test_deepspeech_model_needs_feature_file(
         make_video(2), _speech(0.2), replace(OPTIONS, audio_features=str(tmp_path / "ds.npy"))
     )
     assert _frames(result).shape[0] == 5
+
+
+def test_video_file_to_mp4_with_audio(make_modules, make_video, backend, tmp_path: Path) -> None:
+    from scipy.io import wavfile
+
+    from talkinghead.data.video import VideoWriter, probe_video
+    from talkinghead.outputs import save_result
+
+    with VideoWriter(tmp_path / "person.mp4", fps=25) as writer:
+        for frame in make_video(4):
+            writer.write(frame)
+    wavfile.write(tmp_path / "speech.wav", SR, (_speech(0.32) * 32767).astype(np.int16))
+    pipe = DiffTalkPipeline(make_modules(), face_backend=backend)
+    result = pipe(tmp_path / "person.mp4", tmp_path / "speech.wav", OPTIONS)
+    count = save_result(result, tmp_path / "dubbed.mp4", audio_path=tmp_path / "speech.wav")
+    info = probe_video(tmp_path / "dubbed.mp4")
+    assert count == 8 and info["num_frames"] == 8 and info["has_audio"]
+    assert (info["width"], info["height"]) == (96, 72)
