@@ -22,7 +22,7 @@ from typing import Any
 
 from ..configs import PRESETS, DawnConfig
 
-STAGES = ("lfg", "pbnet", "a2v")
+STAGES = ("lfg", "pbnet", "a2v", "difftalk")
 PRECISIONS = ("fp32", "bf16")
 CONFIG_FILE = "train_config.json"
 
@@ -52,6 +52,16 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_clip": 2.0,
         "clip_frames": 20,
     },
+    # DiffTalk (difftalk_spec.md §4.3): AdamW at LDM's scaled lr (1e-6 x 8 GPUs x batch 8),
+    # Lightning's gradient_clip_val 0.1 (a norm), one frame per item
+    "difftalk": {
+        "optimizer": "adamw",
+        "lr": 6.4e-5,
+        "betas": (0.9, 0.999),
+        "batch_size": 8,
+        "grad_clip": 0.1,
+        "clip_frames": 1,
+    },
 }
 A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrides (spec §5.3)
 
@@ -60,7 +70,7 @@ A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrid
 class TrainConfig:
     """Everything one training run needs. ``None`` = the stage's official value (see module doc)."""
 
-    stage: str  # "lfg" | "pbnet" | "a2v"
+    stage: str  # "lfg" | "pbnet" | "a2v" | "difftalk"
     data: str  # training-set folder (manifest.json, clips/)
     run_dir: str  # checkpoints, logs, samples and the resolved config go here
     preset: str = "tiny"  # architecture preset (configs.PRESETS); audio width follows the data
@@ -107,6 +117,10 @@ class TrainConfig:
     flow_loss_weight: float = 0.15  # weight of the x0 flow/occlusion loss
     mouth_loss_weight: float = 0.15  # weight of the mouth-region eps loss
     sample_steps: int = 10  # DDIM steps of the preview samples
+    # DiffTalk (difftalk_spec.md §4)
+    first_stage: str | None = (
+        None  # frozen VQ first stage: a DiffTalk model dir or its first_stage dir
+    )
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
