@@ -37,6 +37,7 @@ from talkinghead.diffusion.masked_ddim import (
     ldm_ddim_timesteps,
     masked_ddim_sample,
 )
+from talkinghead.diffusion.samplers import seeded_randn
 from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_betas
 
 ATOL_ENCODER = 1e-6
@@ -134,6 +135,15 @@ def test_schedule_and_ddim_tables(io: dict[str, Tensor], alphas_cumprod: Tensor)
     assert torch.equal(sigmas.double(), io["ddim.S10.ddim_sigmas"])
 
 
+def sqrt_ab_of(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
+    """LDM's float32 ``sqrt_alphas_cumprod[t]`` (computed in float64), shaped (B, 1, 1, 1)."""
+    return alphas_cumprod.double().sqrt().float()[t].view(-1, 1, 1, 1)
+
+
+def sqrt_1m_of(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
+    return (1 - alphas_cumprod.double()).sqrt().float()[t].view(-1, 1, 1, 1)
+
+
 def _official_blocks(unet: nn.Module) -> dict[str, nn.Module]:
     """Official ``TimestepEmbedSequential`` name -> the diffusers module whose output equals it."""
     blocks: dict[str, nn.Module] = {"input_blocks.0": unet.conv_in, "middle_block": unet.mid_block}
@@ -165,9 +175,11 @@ def test_unet_forwards(
     t_emb = unet.time_proj(io["unet.t"])
     assert torch.equal(t_emb, io["unet.t_emb_sinusoid"])
     assert torch.equal(unet.time_embedding(t_emb), io["unet.time_embed"])
-    sqrt_ab = alphas_cumprod.double().sqrt().float()[io["unet.t"]].view(-1, 1, 1, 1)
-    sqrt_1m = (1 - alphas_cumprod.double()).sqrt().float()[io["unet.t"]].view(-1, 1, 1, 1)
-    z_t = sqrt_ab * io["vq.z_target"] + sqrt_1m * io["unet.noise"]
+    t = io["unet.t"]
+    z_t = (
+        sqrt_ab_of(alphas_cumprod, t) * io["vq.z_target"]
+        + sqrt_1m_of(alphas_cumprod, t) * io["unet.noise"]
+    )
     _close(z_t, io["unet.z_t"], ATOL_NETWORK, "unet.z_t")
 
     outputs: dict[str, Tensor] = {}
@@ -197,6 +209,12 @@ def test_unet_forwards(
         _close(outputs[name], io[f"unet.inter.{name}"], ATOL_NETWORK, f"unet.inter.{name}")
     _close(eps, io["unet.eps"], ATOL_NETWORK, "unet.eps")
 
+    t1 = io["unet1.t"]
+    z1 = (
+        sqrt_ab_of(alphas_cumprod, t1) * io["vq.z_target"][1:]
+        + sqrt_1m_of(alphas_cumprod, t1) * io["unet1.noise"]
+    )
+    _close(z1, io["unet1.z_t"], ATOL_NETWORK, "unet1.z_t")
     x_in = torch.cat([io["unet.z_t"], io["vq.z_masked"], io["vq.z_ref"]], dim=1)
     assert torch.equal(x_in, io["unet.x_in"])
     eps1 = predict_eps(
@@ -258,8 +276,9 @@ def test_seeded_draws_are_the_official_ones(io: dict[str, Tensor], alphas_cumpro
         return torch.zeros_like(x)
 
     x0 = io["vq.z_target"]
-    first = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7005))
-    assert torch.equal(first, io["S.random.00_randn"])
+    stream = torch.Generator().manual_seed(7005)
+    for draw in _recorded_draws(io):  # all 21 draws are the seeded stream, in order
+        assert torch.equal(seeded_randn(x0.shape, stream, "cpu", torch.float32), draw)
     generator = torch.Generator().manual_seed(7005)
     masked_ddim_sample(
         denoise,
