@@ -122,8 +122,10 @@ def load_model_dir(
     """Load a DiffTalk model directory (strict, eval mode)."""
     directory = Path(directory)
     index = read_model_index(directory)
+    # the files hold float32; casting to it anyway makes diffusers warn about upcast modules
+    cast = None if dtype == torch.float32 else dtype
     parts = {
-        name: hub.load_component(directory / sub, device=device, dtype=dtype)
+        name: hub.load_component(directory / sub, device=device, dtype=cast)
         for name, sub in index["components"].items()
     }
     if set(parts) != set(COMPONENTS):

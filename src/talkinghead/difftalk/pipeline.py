@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..data.audio import load_audio, num_video_frames
-from ..data.face import FaceAnalyzer
+from ..data.face import CROP_MARGIN, FaceAnalyzer
 from ..diffusion.masked_ddim import masked_ddim_sample
 from ..diffusion.schedules import buffers_from_betas, scaled_linear_betas
 from .audio_windows import frame_windows, load_feature_file, logmel_condition, smooth_windows
@@ -172,7 +172,7 @@ class DiffTalkPipeline:
             image_size=self.config.image_size,
             latent_size=self.config.latent_size,
             crop=options.crop,
-            crop_margin=1.7 * options.crop_margin,
+            crop_margin=CROP_MARGIN * options.crop_margin,
             box_smoothing=options.box_smoothing,
             reference_frame=options.reference_frame,
             batch_size=options.batch_size,
