@@ -51,7 +51,9 @@ class DiffTalkOptions:
     """Runtime knobs of one DiffTalk call (field names shared with GenerateOptions where they mean the same)."""
 
     num_steps: int | None = None  # DDIM steps; None = the model's default (official 200)
-    seed: int | None = None  # None draws a fresh seed (reported in the result)
+    seed: int | None = (
+        None  # None draws a fresh seed (reported); a seed reproduces at the same batch_size
+    )
     fps: int = (
         25  # output frame rate; DiffTalk's audio windows are 2 feature steps per frame at 25 fps
     )
