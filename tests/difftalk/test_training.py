@@ -134,3 +134,24 @@ def test_resume_gives_the_same_next_losses(data: Path, first_stage: Path, tmp_pa
         train(cut, build_task(cut), hooks=[stop_at_3])
     rest = train(cut, build_task(cut), resume=True).losses
     torch.testing.assert_close(torch.tensor(rest), torch.tensor(straight[3:]), rtol=1e-6, atol=1e-6)
+
+
+def test_add_landmarks_to_a_prepared_set(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from talkinghead.difftalk.landmarks import add_landmarks
+
+    from .conftest import FakeFaceBackend
+
+    copy = tmp_path / "set"
+    shutil.copytree(data, copy)
+    for clip in ("c0", "c1"):
+        (copy / "clips" / clip / "landmarks.npy").unlink()
+    frames = np.load(copy / "clips" / "c1" / "frames.npy")
+    frames[:, 0, 0] = 0  # the fake backend finds no face in c1
+    np.save(copy / "clips" / "c1" / "frames.npy", frames)
+    backend = FakeFaceBackend(16.0, 12.0, 8.0)
+    assert add_landmarks(copy, backend) == ["c1"]
+    points = np.load(copy / "clips" / "c0" / "landmarks.npy")
+    assert points.shape == (FRAMES, 68, 2) and np.allclose(points[3], backend.points)
+    assert not (copy / "clips" / "c1" / "landmarks.npy").exists()
