@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..configs import config_from_dict
+
 
 @dataclass(frozen=True)
 class DiffTalkVQConfig:
@@ -181,8 +183,6 @@ _NESTED: dict[str, type] = {
 
 def difftalk_config_from_dict(data: dict[str, Any]) -> DiffTalkConfig:
     """Rebuild a ``DiffTalkConfig`` from ``dataclasses.asdict`` output (lists become tuples)."""
-    from ..configs import config_from_dict
-
     kwargs = dict(data)
     for name, cls in _NESTED.items():
         if isinstance(kwargs.get(name), dict):
