@@ -79,6 +79,29 @@ FAMILIES: dict[str, Family] = {
                 ),
             },
         ),
+        Family(
+            name="difftalk",
+            description="DiffTalk (CVPR 2023): lip-syncs a person's video by latent-diffusion "
+            "inpainting of the lower face (LDM VQ-f4 + UNet).",
+            pipeline="talkinghead.difftalk.pipeline:DiffTalkPipeline",
+            options="talkinghead.difftalk.configs:DiffTalkOptions",
+            converter="talkinghead.difftalk.convert:convert",
+            training={"difftalk": "talkinghead.difftalk.training"},
+            components={
+                "DiffTalkVQConfig": (
+                    "talkinghead.difftalk.configs:DiffTalkVQConfig",
+                    "talkinghead.difftalk.networks:build_first_stage",
+                ),
+                "DiffTalkUNetConfig": (
+                    "talkinghead.difftalk.configs:DiffTalkUNetConfig",
+                    "talkinghead.difftalk.networks:build_denoiser",
+                ),
+                "DiffTalkConditionConfig": (
+                    "talkinghead.difftalk.configs:DiffTalkConditionConfig",
+                    "talkinghead.difftalk.conditioning:ConditionEncoder",
+                ),
+            },
+        ),
     )
 }
 

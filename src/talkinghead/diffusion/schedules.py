@@ -80,6 +80,14 @@ def alphas_cumprod_prev(alphas_cumprod: Tensor) -> Tensor:
     return torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
 
 
+def scaled_linear_betas(
+    num_steps: int = 1000, start: float = 0.0015, end: float = 0.0195
+) -> Tensor:
+    """LDM's "linear" schedule (DiffTalk): ``β = linspace(√start, √end, T)²`` in float64. Returns (T,)."""
+    _check_num_steps(num_steps)
+    return torch.linspace(start**0.5, end**0.5, num_steps, dtype=torch.float64) ** 2
+
+
 def diffusion_buffers(num_steps: int = 1000, s: float = 0.008) -> dict[str, Tensor]:
     """The twelve schedule buffers of the official ``GaussianDiffusion`` (float64 maths, float32 storage).
 
@@ -87,7 +95,14 @@ def diffusion_buffers(num_steps: int = 1000, s: float = 0.008) -> dict[str, Tens
         ``{name: (num_steps,) float32}`` for every name in ``BUFFER_NAMES``, bit-identical to the official
         ``checkpoint['diffusion']`` buffers.
     """
-    betas = cosine_betas(num_steps, s)
+    return buffers_from_betas(cosine_betas(num_steps, s))
+
+
+def buffers_from_betas(betas: Tensor) -> dict[str, Tensor]:
+    """The twelve buffers of a DDPM (video-diffusion-pytorch, LDM) from float64 betas (T,).
+
+    Computed in float64 and cast to float32, as both official codes register them.
+    """
     alphas = 1.0 - betas
     ab = torch.cumprod(alphas, dim=0)
     ab_prev = alphas_cumprod_prev(ab)

@@ -52,6 +52,16 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_clip": 2.0,
         "clip_frames": 20,
     },
+    # DiffTalk (difftalk_spec.md §4.3): AdamW at LDM's scaled lr (1e-6 x 8 GPUs x batch 8),
+    # Lightning's gradient_clip_val 0.1 (a norm), one frame per item
+    "difftalk": {
+        "optimizer": "adamw",
+        "lr": 6.4e-5,
+        "betas": (0.9, 0.999),
+        "batch_size": 8,
+        "grad_clip": 0.1,
+        "clip_frames": 1,
+    },
 }
 # a stage without official values above (another family's) starts from these
 GENERIC_DEFAULTS: dict[str, Any] = {
@@ -121,6 +131,8 @@ class TrainConfig:
     flow_loss_weight: float = 0.15  # weight of the x0 flow/occlusion loss
     mouth_loss_weight: float = 0.15  # weight of the mouth-region eps loss
     sample_steps: int = 10  # DDIM steps of the preview samples
+    # DiffTalk (difftalk_spec.md §4)
+    first_stage: str | None = None  # frozen VQ first stage: a DiffTalk model dir or its folder
 
     def __post_init__(self) -> None:
         stages = training_stages()
