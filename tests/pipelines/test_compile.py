@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, fx
 
 from talkinghead import cli
+from talkinghead.cli import generate as cli_generate
 from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.models.unet3d import UNet3D
 from talkinghead.dawn.pipeline import DawnPipeline
@@ -194,11 +195,14 @@ def test_cli_compile_flag_reaches_the_options(
 ) -> None:
     seen: list[GenerateOptions] = []
 
-    def fake_pipeline(*, options: GenerateOptions, **kwargs):
-        seen.append(options)
-        raise ValueError("stop here")
+    class FakePipeline:
+        options_class = GenerateOptions
 
-    monkeypatch.setattr(cli, "_load_pipeline", lambda *args: fake_pipeline)
+        def __call__(self, source, audio, options: GenerateOptions, **kwargs):
+            seen.append(options)
+            raise ValueError("stop here")
+
+    monkeypatch.setattr(cli_generate, "_pipeline", lambda *args: FakePipeline())
     argv = ["generate", "--preset", "tiny", "--image", str(portrait), "--audio", str(speech_wav),
             "-o", str(tmp_path / "out.mp4"), "-q", *(["--compile"] if flag else [])]  # fmt: skip
     assert cli.main(argv) != 0
