@@ -31,7 +31,14 @@ from typing_extensions import Self
 
 from talkinghead.data.audio import AudioError
 
-__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoWriter", "probe_video", "read_video_frames", "video_fps"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoWriter",
+    "probe_video",
+    "read_video_frames",
+    "video_fps",
+]
 
 logger = logging.getLogger(__name__)
 

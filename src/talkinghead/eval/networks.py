@@ -108,7 +108,11 @@ class MetricNetworks:
         return self.models.get(name)
 
     def missing_entry(self, name: str) -> dict[str, str]:
-        return self.missing[name]
+        """Why ``name`` is not loaded (``needs weights`` where nobody tried to load it)."""
+        if name in self.missing:
+            return self.missing[name]
+        filename, url, _ = WEIGHT_FILES[name]
+        return {"status": "needs weights", "file": filename, "get_it_from": url}
 
 
 def resolve_weights_dir(weights_dir: str | Path | None) -> Path | None:

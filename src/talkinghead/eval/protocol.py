@@ -29,6 +29,8 @@ def _weights(nets: MetricNetworks, name: str, what: str) -> dict:
     if name in nets.files:
         return {"network": what, **nets.files[name]}
     status = nets.missing.get(name, {}).get("status", "not loaded")
+    if name in nets.models:
+        status = "loaded (no file: passed in)"
     return {"network": what, "status": status}
 
 

@@ -190,7 +190,7 @@ def detect_faces(
     loc, scores, sizes = model(x.permute(2, 0, 1)[None].to(device))
     boxes = decode_boxes(loc[0].float().cpu(), s3fd_priors(sh, sw, sizes)).numpy()
     scores = scores[0].float().cpu().numpy()
-    cand = scores > CANDIDATE_THRESHOLD
+    cand = (scores > CANDIDATE_THRESHOLD) & np.isfinite(boxes).all(axis=1)
     boxes, scores = boxes[cand] * np.array([w, h, w, h]), scores[cand]
     kept = nms_s3fd(boxes, scores, CANDIDATE_NMS, CANDIDATE_TOP_K)[:KEEP_TOP_K]
     dets = np.concatenate([boxes[kept], scores[kept, None]], axis=1)
