@@ -34,38 +34,38 @@ def _weights(nets: MetricNetworks, name: str, what: str) -> dict:
     return {"network": what, "status": status}
 
 
-def _tally(feats: Roles, key: str, cut: str | None = None) -> dict[str, dict[str, int]]:
-    """Per role, how many videos had each value of the string feature ``key``."""
+def _tally(feats: Roles, key: str, cut: str | None = None) -> dict[str, dict[str, int]] | str:
+    """Per role, how many videos had each value of the string feature ``key`` ("none" if none)."""
     out = {}
     for role, videos in feats.items():
-        kinds = [
-            str(f[key]).split(cut)[0] if cut else str(f[key]) for f in videos.values() if key in f
-        ]
+        kinds = [str(f[key]) for f in videos.values() if key in f]
         if kinds:
-            out[role] = dict(Counter(kinds))
-    return out
+            out[role] = dict(Counter(k.split(cut)[0] if cut else k for k in kinds))
+    return out or "none (not computed)"
 
 
-def _count(feats: Roles, key: str) -> dict[str, dict[str, int]]:
+def _count(feats: Roles, key: str) -> dict[str, dict[str, int]] | str:
     """Per role, the number of videos with ``key`` and of its rows (frames, clips) in total."""
-    return {
-        role: {
-            "videos": sum(key in f for f in v.values()),
-            key: sum(len(f[key]) for f in v.values() if key in f),
-        }
-        for role, v in feats.items()
-        if v
-    }
+    out = {}
+    for role, videos in feats.items():
+        rows = [len(f[key]) for f in videos.values() if key in f]
+        if rows:
+            out[role] = {"videos": len(rows), key: sum(rows)}
+    return out or "none (not computed)"
 
 
 def _frechet_entries(nets: MetricNetworks, feats: Roles, fid_max_frames: int | None) -> dict:
-    frames = "every frame" if fid_max_frames is None else f"{fid_max_frames} evenly spaced frames"
+    frames = (
+        "every frame of every video"
+        if fid_max_frames is None
+        else f"{fid_max_frames} evenly spaced frames per video (every frame of a shorter one)"
+    )
     out = {
         "FID": {
             "weights": [_weights(nets, "inception", "InceptionV3 of pytorch-fid (TF 2015-12-05)")],
             "input": "whole RGB frames, bilinear resize to 299x299 on floats, scaled to [-1, 1]; "
             "2048-d pool3 features (pytorch-fid)",
-            "frames": f"{frames} of every video (all of a shorter one)",
+            "frames": frames,
             "counts": _count(feats, "inception"),
         }
     }
