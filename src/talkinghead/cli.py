@@ -89,43 +89,24 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True, help="portrait (jpg/png/webp)")
     p.add_argument("--audio", required=True, help="speech (wav/mp3/flac/m4a/ogg or a video)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (H.264 + AAC, 25 fps)")
-    p.add_argument(
-        "--weights",
-        default=None,
-        help="model folder: converted or official layout (default: $TALKINGHEAD_HOME)",
-    )
-    p.add_argument(
-        "--preset",
-        default=None,
-        choices=["tiny"],
-        help="random weights of a preset (plumbing checks only: the video shows noise)",
-    )
+    p.add_argument("--weights", default=None,
+                   help="model folder: converted or official layout (default: $TALKINGHEAD_HOME)")
+    p.add_argument("--preset", default=None, choices=["tiny"],
+                   help="random weights of a preset (plumbing checks only: the video shows noise)")
     p.add_argument("--hubert", default=None, help="HuBERT folder (default: next to the weights)")
-    p.add_argument(
-        "--face3d", default=None, help="3DDFA_V2 assets folder (default: next to the weights)"
-    )
-    p.add_argument(
-        "--resolution", type=int, default=None, help="128 or 256 (default: what --weights holds)"
-    )
+    p.add_argument("--face3d", default=None, help="3DDFA_V2 assets folder (default: next to the weights)")
+    p.add_argument("--resolution", type=int, default=None, help="128 or 256 (default: what --weights holds)")
     p.add_argument("--steps", type=int, default=G.num_steps, help="sampler steps")
-    p.add_argument(
-        "--sampler",
-        default=G.sampler,
-        choices=["ddim", "dpmpp-2m"],
-        help="ddim (official) or dpmpp-2m (DPM-Solver++: ~10 steps, deterministic)",
-    )
+    p.add_argument("--sampler", default=G.sampler, choices=["ddim", "dpmpp-2m"],
+                   help="ddim (official) or dpmpp-2m (DPM-Solver++: ~10 steps, deterministic)")
     p.add_argument("--eta", type=float, default=G.eta, help="DDIM eta (1 = official)")
-    p.add_argument(
-        "--guidance", type=float, default=G.guidance_scale, help="classifier-free guidance"
-    )
+    p.add_argument("--guidance", type=float, default=G.guidance_scale, help="classifier-free guidance")
     p.add_argument("--seed", type=int, default=G.seed, help="seed (default: random, printed)")
     p.add_argument("--window", type=int, default=G.window, help="temporal attention half-width")
     p.add_argument("--motion-scale", type=float, default=G.motion_scale, help="head-motion amount")
     p.add_argument("--still", action="store_true", help="no head motion (blinks and lips only)")
     p.add_argument("--no-blink", action="store_true", help="keep the eyes as in the portrait")
-    p.add_argument(
-        "--pose", default=None, help="(F, 6) .npy head pose to follow instead of PBNet's"
-    )
+    p.add_argument("--pose", default=None, help="(F, 6) .npy head pose to follow instead of PBNet's")
     p.add_argument("--blink", default=None, help="(F, 2) .npy eye openness to follow")
     p.add_argument("--driving-video", default=None, help="take pose and blinks from this video")
     p.add_argument("--no-crop", action="store_true", help="use the image as it is (no face crop)")
@@ -135,22 +116,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-motion", action="store_true", help="also write OUTPUT.pose/.blink.npy")
     p.add_argument("--faithful", action="store_true", help="replicate the official code's bugs")
     p.add_argument("--decode-batch", type=int, default=G.decode_batch, help="frames per LFG batch")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        default=G.compile,
-        help="torch.compile the UNet (pays off on long clips; first call compiles)",
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"
-    )
-    p.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16"],
-        help="UNet and LFG precision; PBNet (pose/blink) always runs in float32 and "
-        "--seed gives the same noise in every dtype",
-    )
+    p.add_argument("--compile", action="store_true", default=G.compile,
+                   help="torch.compile the UNet (pays off on long clips; first call compiles)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="UNet and LFG precision; PBNet (pose/blink) always runs in float32 and "
+                   "--seed gives the same noise in every dtype")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_generate)
 
@@ -170,20 +141,11 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise CLIError(f"the output folder {output.parent} does not exist.")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = GenerateOptions(
-        num_steps=args.steps,
-        eta=args.eta,
-        guidance_scale=args.guidance,
-        window=args.window,
-        seed=args.seed,
-        motion_scale=0.0 if args.still else args.motion_scale,
-        blink=not args.no_blink,
-        crop=not args.no_crop,
-        crop_margin=args.crop_margin,
-        paste_back=args.paste_back,
-        decode_batch=args.decode_batch,
-        faithful=args.faithful,
-        sampler=args.sampler,
-        compile=args.compile,
+        num_steps=args.steps, eta=args.eta, guidance_scale=args.guidance, window=args.window,
+        seed=args.seed, motion_scale=0.0 if args.still else args.motion_scale,
+        blink=not args.no_blink, crop=not args.no_crop, crop_margin=args.crop_margin,
+        paste_back=args.paste_back, decode_batch=args.decode_batch, faithful=args.faithful,
+        sampler=args.sampler, compile=args.compile,
     )
     try:
         # bad inputs are reported before the (slow) weights are loaded
@@ -191,13 +153,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         samples = load_audio(args.audio)
         pipeline = _load_pipeline(args, device, getattr(torch, args.dtype))
         result = pipeline(
-            image=args.image,
-            audio=samples,
-            options=options,
-            pose=args.pose,
-            blink=args.blink,
-            driving_video=args.driving_video,
-            progress=not args.quiet,
+            image=args.image, audio=samples, options=options, pose=args.pose,
+            blink=args.blink, driving_video=args.driving_video, progress=not args.quiet,
         )
         count = save_result(result, output, audio_path=args.audio, frames_dir=args.save_frames)
         if args.save_motion:
@@ -224,11 +181,7 @@ def _load_pipeline(args: argparse.Namespace, device: str, dtype: object):
 
     weights = args.weights or default_weights()
     return TalkingHeadPipeline.from_pretrained(
-        weights,
-        device=device,
-        dtype=dtype,
-        hubert_path=args.hubert,
-        face3d_dir=args.face3d,
+        weights, device=device, dtype=dtype, hubert_path=args.hubert, face3d_dir=args.face3d,
         resolution=args.resolution,
     )
 
@@ -244,11 +197,8 @@ def _random_pipeline(preset: str, device: str, face3d: str | None, dtype: object
     )
     cfg = PRESETS[preset]
     return TalkingHeadPipeline(
-        random_modules(cfg, device=device, dtype=dtype),
-        audio_encoder=None,
-        config=cfg,
-        face_analyzer=FaceAnalyzer(face3d, device=device),
-        audio_features="logmel",
+        random_modules(cfg, device=device, dtype=dtype), audio_encoder=None, config=cfg,
+        face_analyzer=FaceAnalyzer(face3d, device=device), audio_features="logmel",
     )
 
 
@@ -257,30 +207,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     from .eval.networks import WEIGHTS_ENV, weights_help
 
     p = sub.add_parser(
-        "eval",
-        help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report",
+        "eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="metrics and the files each needs in --weights-dir (a metric without its file is "
         "reported as 'needs weights'):\n" + weights_help(),
     )
     p.add_argument("generated_dir", metavar="GENERATED_DIR", help="folder of generated videos")
-    p.add_argument(
-        "--reference", default=None, metavar="REAL_DIR", help="real videos, paired by file stem"
-    )
-    p.add_argument(
-        "--out", default="eval_report", help="report folder (metrics.json, report.html, cache/)"
-    )
-    p.add_argument(
-        "--weights-dir", default=None, help=f"metric network weights (default: ${WEIGHTS_ENV})"
-    )
+    p.add_argument("--reference", default=None, metavar="REAL_DIR", help="real videos, paired by file stem")
+    p.add_argument("--out", default="eval_report", help="report folder (metrics.json, report.html, cache/)")
+    p.add_argument("--weights-dir", default=None, help=f"metric network weights (default: ${WEIGHTS_ENV})")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=EvalOptions.batch_size)
-    p.add_argument(
-        "--fid-max-frames",
-        type=int,
-        default=EvalOptions.fid_max_frames,
-        help="frames per video used for FID (default: all)",
-    )
+    p.add_argument("--fid-max-frames", type=int, default=EvalOptions.fid_max_frames,
+                   help="frames per video used for FID (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_eval)
 
@@ -295,20 +234,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = EvalOptions(
-        batch_size=args.batch_size,
-        fid_max_frames=args.fid_max_frames,
-        progress=not args.no_progress,
+        batch_size=args.batch_size, fid_max_frames=args.fid_max_frames, progress=not args.no_progress
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         result = evaluate_directory(
-            args.generated_dir,
-            args.reference,
-            out_dir=out,
-            weights_dir=args.weights_dir,
-            device=device,
-            options=options,
+            args.generated_dir, args.reference, out_dir=out, weights_dir=args.weights_dir,
+            device=device, options=options,
         )
     except (OSError, ValueError) as err:
         raise CLIError(_first_line(err)) from err
@@ -334,18 +267,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--seed", type=int, default=0, help="every clip follows from (seed, index)")
     syn.add_argument("--workers", type=int, default=1, help="parallel processes")
     syn.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of clips")
-    syn.add_argument(
-        "--voice",
-        choices=("auto", "espeak", "formant"),
-        default="auto",
-        help="espeak-ng sentences or the built-in formant voice (auto: espeak-ng when installed)",
-    )
-    syn.add_argument(
-        "--zoom",
-        type=float,
-        default=1.0,
-        help="camera framing: 1 = the face spans ~40%% of the frame, 1.5 ~60%%",
-    )
+    syn.add_argument("--voice", choices=("auto", "espeak", "formant"), default="auto",
+                     help="espeak-ng sentences or the built-in formant voice "
+                     "(auto: espeak-ng when installed)")
+    syn.add_argument("--zoom", type=float, default=1.0,
+                     help="camera framing: 1 = the face spans ~40%% of the frame, 1.5 ~60%%")
     syn.add_argument("--no-video", action="store_true", help="skip the viewable video.mp4 per clip")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=_run_data_synth)
@@ -356,15 +282,9 @@ def _run_data_synth(args: argparse.Namespace) -> int:
 
     try:
         manifest = write_synth_dataset(
-            args.out_dir,
-            num_clips=args.num_clips,
-            seconds=args.seconds,
-            resolution=args.resolution,
-            seed=args.seed,
-            workers=args.workers,
-            test_fraction=args.test_fraction,
-            voice=args.voice,
-            zoom=args.zoom,
+            args.out_dir, num_clips=args.num_clips, seconds=args.seconds,
+            resolution=args.resolution, seed=args.seed, workers=args.workers,
+            test_fraction=args.test_fraction, voice=args.voice, zoom=args.zoom,
             video=not args.no_video,
             progress=not args.no_progress,
         )
@@ -382,9 +302,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "prepare", help="real talking-head videos -> training set (25 fps face crops, audio, pose)"
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="videos or folders of them")
-    p.add_argument(
-        "-o", "--out", required=True, metavar="OUT_DIR", help="training-set folder (resumable)"
-    )
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="training-set folder (resumable)")
     p.add_argument("--resolution", type=int, choices=(64, 128, 256), default=256)
     p.add_argument("--face3d", default=None, help="3DDFA_V2 assets folder (pose, eyes, FaceBoxes)")
     p.add_argument("--hubert", default=None, help="local HuBERT folder (default: 80 log-mel bands)")
@@ -404,26 +322,16 @@ def _run_prepare(args: argparse.Namespace) -> int:
         log.warning("no --face3d: neutral pose and default eyes are stored (plumbing only)")
     try:
         result = prepare_dataset(
-            args.inputs,
-            args.out,
-            resolution=args.resolution,
-            face3d_dir=args.face3d,
-            hubert_dir=args.hubert,
-            workers=args.workers,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            video=not args.no_video,
-            progress=not args.no_progress,
+            args.inputs, args.out, resolution=args.resolution, face3d_dir=args.face3d,
+            hubert_dir=args.hubert, workers=args.workers, test_fraction=args.test_fraction,
+            seed=args.seed, video=not args.no_video, progress=not args.no_progress,
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise CLIError(_first_line(err)) from err
     log.info(
         "%d clips in %s (%d new, %d held out); %d videos skipped (see skipped.json)",
-        len(result.manifest.clips),
-        args.out,
-        len(result.written),
-        len(result.manifest.split("test")),
-        len(result.skipped),
+        len(result.manifest.clips), args.out, len(result.written),
+        len(result.manifest.split("test")), len(result.skipped),
     )
     return 0
 
@@ -437,9 +345,7 @@ def _add_eval_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="set made by `talkinghead data synth`")
     p.add_argument("--weights", default=None, help="model folder (e.g. from train --export)")
-    p.add_argument(
-        "--preset", default=None, choices=["tiny"], help="random weights (plumbing only)"
-    )
+    p.add_argument("--preset", default=None, choices=["tiny"], help="random weights (plumbing only)")
     p.add_argument("--hubert", default=None, help="HuBERT folder for HuBERT-conditioned models")
     p.add_argument("--out", default="synth_eval.json", help="JSON summary path")
     p.add_argument("--steps", type=int, default=S.num_steps, help="DDIM steps")
@@ -482,9 +388,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train.config import TrainConfig
 
     d = TrainConfig  # flag defaults come from the dataclass (None = the stage's official value)
-    p = sub.add_parser(
-        "train", help="train a stage: lfg | pbnet | a2v (single process or torchrun)"
-    )
+    p = sub.add_parser("train", help="train a stage: lfg | pbnet | a2v (single process or torchrun)")
     p.add_argument("stage", choices=("lfg", "pbnet", "a2v"), help="which network to train")
     p.add_argument("--data", help="training-set folder (talkinghead data synth / prepare)")
     p.add_argument("--out", required=True, help="run dir: checkpoint.pt, log.jsonl, samples/")
@@ -503,47 +407,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--sample-every", type=int, default=d.sample_every, help="0 = no previews")
     p.add_argument("--init-from", default=d.init_from, help="start from this run's EMA weights")
-    p.add_argument(
-        "--vgg-weights",
-        default=d.vgg_weights,
-        help="lfg: torchvision vgg19 state dict -> perceptual loss",
-    )
-    p.add_argument(
-        "--lfg-mouth-weight",
-        type=float,
-        default=d.lfg_mouth_weight,
-        help="lfg: weight of an L1 term inside the mouth box (not official; default 0)",
-    )
-    p.add_argument(
-        "--lfg-separation-weight",
-        type=float,
-        default=d.lfg_separation_weight,
-        help="lfg: weight of a term pushing region centres apart, against regions "
-        "that all cover the whole face (not official; default 0)",
-    )
-    p.add_argument(
-        "--lfg-mouth-region-weight",
-        type=float,
-        default=d.lfg_mouth_region_weight,
-        help="lfg: weight of a term that makes region 0 follow the mouth box of "
-        "synthetic data (not official; default 0)",
-    )
+    p.add_argument("--vgg-weights", default=d.vgg_weights,
+                   help="lfg: torchvision vgg19 state dict -> perceptual loss")
+    p.add_argument("--lfg-mouth-weight", type=float, default=d.lfg_mouth_weight,
+                   help="lfg: weight of an L1 term inside the mouth box (not official; default 0)")
+    p.add_argument("--lfg-separation-weight", type=float, default=d.lfg_separation_weight,
+                   help="lfg: weight of a term pushing region centres apart, against regions "
+                        "that all cover the whole face (not official; default 0)")
+    p.add_argument("--lfg-mouth-region-weight", type=float, default=d.lfg_mouth_region_weight,
+                   help="lfg: weight of a term that makes region 0 follow the mouth box of "
+                        "synthetic data (not official; default 0)")
     p.add_argument("--net", choices=("pose", "blink"), default=d.net, help="pbnet: which net")
     p.add_argument("--lfg", default=d.lfg, help="a2v: trained LFG (run dir or model dir)")
-    p.add_argument(
-        "--curriculum",
-        type=int,
-        choices=(1, 2),
-        default=d.curriculum,
-        help="a2v: 1 = fixed clips, first frame as reference; 2 = random both",
-    )
+    p.add_argument("--curriculum", type=int, choices=(1, 2), default=d.curriculum,
+                   help="a2v: 1 = fixed clips, first frame as reference; 2 = random both")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument(
-        "--export",
-        metavar="MODEL_DIR",
-        default=None,
-        help="write the EMA weights into this model dir afterwards (with --steps 0: only)",
-    )
+    p.add_argument("--export", metavar="MODEL_DIR", default=None,
+                   help="write the EMA weights into this model dir afterwards (with --steps 0: only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 
@@ -556,32 +436,17 @@ def _run_train(args: argparse.Namespace) -> int:
             if args.data is None:
                 raise ValueError("--data is required to train")
             cfg = TrainConfig(
-                stage=args.stage,
-                data=args.data,
-                run_dir=args.out,
-                preset=args.preset,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                grad_accum=args.grad_accum,
-                lr=args.lr,
-                precision=args.precision,
-                seed=args.seed,
-                device=args.device,
-                num_workers=args.workers,
-                num_repeats=args.num_repeats,
-                clip_frames=args.clip_frames,
-                log_every=args.log_every,
-                ckpt_every=args.ckpt_every,
-                sample_every=args.sample_every,
-                init_from=args.init_from,
-                vgg_weights=args.vgg_weights,
+                stage=args.stage, data=args.data, run_dir=args.out, preset=args.preset,
+                steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                lr=args.lr, precision=args.precision, seed=args.seed, device=args.device,
+                num_workers=args.workers, num_repeats=args.num_repeats,
+                clip_frames=args.clip_frames, log_every=args.log_every,
+                ckpt_every=args.ckpt_every, sample_every=args.sample_every,
+                init_from=args.init_from, vgg_weights=args.vgg_weights,
                 lfg_mouth_weight=args.lfg_mouth_weight,
                 lfg_separation_weight=args.lfg_separation_weight,
-                lfg_mouth_region_weight=args.lfg_mouth_region_weight,
-                net=args.net,
-                lfg=args.lfg,
-                curriculum=args.curriculum,
-                progress=not args.no_progress,
+                lfg_mouth_region_weight=args.lfg_mouth_region_weight, net=args.net,
+                lfg=args.lfg, curriculum=args.curriculum, progress=not args.no_progress,
             )
             result = run_stage(cfg, resume=args.resume)
             logging.getLogger(__name__).info("%s: step %d in %s", args.stage, result.step, args.out)
@@ -624,17 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (
-        _add_generate,
-        _add_convert,
-        _add_download,
-        _add_eval,
-        _add_eval_synth,
-        _add_data,
-        _add_prepare,
-        _add_train,
-        _add_demo,
-    ):
+    for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_eval_synth, _add_data,
+                _add_prepare, _add_train, _add_demo):
         add(sub)
     return parser
 

@@ -67,9 +67,7 @@ class KnownFace:
     def analyze(self, image: np.ndarray, name: str = "the image") -> FaceState:
         h, w = self.state.crop_box[3], self.state.crop_box[2]
         if image.shape[:2] != (h, w):
-            raise ValueError(
-                f"{name} is {image.shape[:2]}, the known face belongs to a {h}x{w} image"
-            )
+            raise ValueError(f"{name} is {image.shape[:2]}, the known face belongs to a {h}x{w} image")
         return self.state
 
 

@@ -159,6 +159,8 @@ def seeded_randn(
     return z.to(device=device, dtype=dtype)
 
 
+
+
 def _clip_x0(
     x0: Tensor, clip: bool, threshold_quantile: float | None
 ) -> tuple[Tensor, Tensor | None]:
@@ -172,7 +174,6 @@ def _clip_x0(
         return dynamic_threshold(x0, threshold_quantile)
     return x0.clamp(-1.0, 1.0), None
 
-
 def _initial_state(
     x_T: Tensor | Sequence[int],
     noise: Iterable[Tensor] | None,
@@ -185,7 +186,6 @@ def _initial_state(
     if isinstance(x_T, Tensor):
         return x_T, draws
     return _draw(tuple(x_T), draws, generator, torch.device(device), dtype), draws
-
 
 def _check_timesteps(timesteps: Sequence[tuple[int, int]], num_train: int, faithful: bool) -> None:
     if len(timesteps) == 0:

@@ -30,9 +30,8 @@ def motion_from_video(
     poses: list[np.ndarray | None] = []
     eyes: list[np.ndarray | None] = []
     next_time = 0.0
-    for index, frame in enumerate(
-        tqdm(read_video_frames(path), desc="driving video", unit="frame", disable=not progress)
-    ):
+    for index, frame in enumerate(tqdm(read_video_frames(path), desc="driving video",
+                                       unit="frame", disable=not progress)):
         # output frame k shows the source frame nearest to its time, k * step (in source frames)
         repeats = 0
         while next_time < index + 0.5:
@@ -52,9 +51,7 @@ def motion_from_video(
         raise FaceNotFoundError(f"no face found in any frame of the driving video {path}")
     misses = sum(p is None for p in poses)
     if misses:
-        logger.warning(
-            "no face in %d of %d driving frames: holding the previous state", misses, len(poses)
-        )
+        logger.warning("no face in %d of %d driving frames: holding the previous state", misses, len(poses))
     pose_out, eye_out = [], []
     last_pose, last_eye = poses[first], eyes[first]
     for p, e in zip(poses, eyes):

@@ -102,10 +102,7 @@ def driver_motion(
             raise ValueError(f"driving {name} must be an (F, {width}) array, got {track.shape}")
         if len(track) != num_frames:
             logger.warning(
-                "driving %s has %d frames, the audio %d: %s",
-                name,
-                len(track),
-                num_frames,
+                "driving %s has %d frames, the audio %d: %s", name, len(track), num_frames,
                 "holding its last frame" if len(track) < num_frames else "cutting it",
             )
             idx = np.minimum(np.arange(num_frames), len(track) - 1)

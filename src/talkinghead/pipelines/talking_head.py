@@ -152,9 +152,8 @@ class TalkingHeadPipeline:
         """Load a converted model directory or an official download (see ``pipelines.weights``)."""
         from .weights import resolve_weights
 
-        found = resolve_weights(
-            path, resolution=resolution, hubert_path=hubert_path, face3d_dir=face3d_dir
-        )
+        found = resolve_weights(path, resolution=resolution, hubert_path=hubert_path,
+                                face3d_dir=face3d_dir)
         from ..hub import load_model_dir
 
         # stored dtype first, so PBNet's float32 weights are never rounded; ``to`` casts the rest
@@ -164,17 +163,11 @@ class TalkingHeadPipeline:
             assert found.hubert_dir is not None
             encoder = HubertFeatureExtractor.from_pretrained(found.hubert_dir, device=device)
         analyzer = FaceAnalyzer(found.face3d_dir, device=device)
-        pipe = cls(
-            modules,
-            audio_encoder=encoder,
-            face_analyzer=analyzer,
-            audio_features=found.audio_features,
-        )
+        pipe = cls(modules, audio_encoder=encoder, face_analyzer=analyzer,
+                   audio_features=found.audio_features)
         return pipe.to(device, dtype)
 
-    def to(
-        self, device: str | torch.device, dtype: torch.dtype | None = None
-    ) -> TalkingHeadPipeline:
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TalkingHeadPipeline:
         """Move every network to ``device``; cast all but PBNet (kept float32) to ``dtype``."""
         for name, module in self.modules.as_dict().items():
             cast = MOTION_DTYPE if name in MOTION_NETS else dtype
@@ -187,9 +180,7 @@ class TalkingHeadPipeline:
 
     # -- stages ----------------------------------------------------------------------------------
 
-    def prepare_portrait(
-        self, image: str | Path | np.ndarray, options: GenerateOptions
-    ) -> Portrait:
+    def prepare_portrait(self, image: str | Path | np.ndarray, options: GenerateOptions) -> Portrait:
         """Load, analyse and crop the portrait to the model's square resolution."""
         name = str(image) if not isinstance(image, np.ndarray) else "the image"
         original = load_portrait(image) if not isinstance(image, np.ndarray) else image
@@ -246,9 +237,7 @@ class TalkingHeadPipeline:
             raise ValueError(f"sampler={options.sampler!r} must be 'ddim' or 'dpmpp-2m'")
         unet = self.modules.unet
         bbox_t = torch.as_tensor(bbox, dtype=self.dtype, device=self.device)[None]
-        loc = self.modules.face_loc(
-            bbox_mask(bbox_t, self.modules.resolution, faithful=options.faithful)
-        )
+        loc = self.modules.face_loc(bbox_mask(bbox_t, self.modules.resolution, faithful=options.faithful))
         # per video, so eager even with options.compile: only the per-step forward is compiled
         source_emb = unet.precompute_source(torch.cat([fea, loc], dim=1))
         net = self._sampling_unet(options.compile)
@@ -262,17 +251,15 @@ class TalkingHeadPipeline:
         )[None]
 
         def denoise(null: bool) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, t: net(
-                x, t, cond, source_emb=source_emb, null_cond=null, window=options.window
-            )
+            return lambda x, t: net(x, t, cond, source_emb=source_emb, null_cond=null,
+                                    window=options.window)
 
         denoise_fn = guided(denoise(False), denoise(True), options.guidance_scale)
         h, w = fea.shape[-2:]
         shape = (1, unet.cfg.latent_channels, audio.shape[0], h, w)
         timesteps = ddim_timesteps(options.num_steps, self.config.diffusion.num_train_timesteps)
         alphas_cumprod = cosine_alphas_cumprod(
-            self.config.diffusion.num_train_timesteps,
-            self.config.diffusion.cosine_s,
+            self.config.diffusion.num_train_timesteps, self.config.diffusion.cosine_s,
             dtype=torch.float64,
         )
         common = {
@@ -285,13 +272,8 @@ class TalkingHeadPipeline:
         if options.sampler == "dpmpp-2m":
             return dpmpp_2m_sample(denoise_fn, shape, timesteps, alphas_cumprod, **common)
         return ddim_sample(
-            denoise_fn,
-            shape,
-            timesteps,
-            alphas_cumprod,
-            eta=options.eta,
-            faithful=options.faithful,
-            **common,
+            denoise_fn, shape, timesteps, alphas_cumprod,
+            eta=options.eta, faithful=options.faithful, **common,
         )
 
     def _sampling_unet(self, use_compile: bool) -> Callable[..., Tensor]:
@@ -306,9 +288,7 @@ class TalkingHeadPipeline:
         return cached
 
     @torch.no_grad()
-    def decode(
-        self, portrait_tensor: Tensor, latents: Tensor, batch_size: int
-    ) -> Iterator[np.ndarray]:
+    def decode(self, portrait_tensor: Tensor, latents: Tensor, batch_size: int) -> Iterator[np.ndarray]:
         """Latents (1, 3, F, h, w) -> batches of (n, S, S, 3) uint8 frames, portrait encoded once."""
         flow_ae = self.modules.flow_ae
         flow = latents[0, :2].permute(1, 2, 3, 0)  # (F, h, w, 2)
@@ -371,15 +351,11 @@ class TalkingHeadPipeline:
         src = torch.from_numpy(portrait.image).permute(2, 0, 1)[None]
         src = src.to(device=self.device, dtype=self.dtype) / 255.0
         fea = self.modules.flow_ae.compute_fea(src)
-        latents = self.sample_latents(
-            src, fea, portrait.bbox, audio_feats, motion, options, generator
-        )
+        latents = self.sample_latents(src, fea, portrait.bbox, audio_feats, motion, options, generator)
         frames = self.decode(src, latents, options.decode_batch)
         if options.paste_back:
             frames = (
-                np.stack(
-                    [paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch]
-                )
+                np.stack([paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch])
                 for batch in frames
             )
         return GenerationResult(frames, num_frames, options.fps, motion, seed, portrait)
@@ -413,14 +389,8 @@ class TalkingHeadPipeline:
         generated = None
         if pose_delta is None or eye_delta is None:
             generated = generate_motion(
-                self.modules.pose,
-                self.modules.blink,
-                audio_feats,
-                init_pose,
-                init_eye,
-                generator=generator,
-                motion_scale=scale,
-                blink=options.blink,
+                self.modules.pose, self.modules.blink, audio_feats, init_pose, init_eye,
+                generator=generator, motion_scale=scale, blink=options.blink,
             )
         return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
 

@@ -53,9 +53,7 @@ def resolve_weights(
 ) -> ResolvedWeights:
     """Locate (and if needed convert) everything ``from_pretrained`` loads; clear errors otherwise."""
     if resolution is not None and resolution not in RESOLUTIONS:
-        raise ValueError(
-            f"resolution {resolution} is not supported: DAWN models exist at 128 and 256."
-        )
+        raise ValueError(f"resolution {resolution} is not supported: DAWN models exist at 128 and 256.")
     root = Path(path).expanduser()
     if not root.exists():
         raise hub.MissingFilesError(
@@ -72,17 +70,12 @@ def resolve_weights(
     hubert_dir = None
     if audio_features == "hubert":
         hubert_dir = _find_dir(
-            hubert_path,
-            [model_dir, model_dir.parent, root, hub.cache_dir() / "official"],
-            hub.HUBERT_DIRNAME,
-            what="HuBERT (facebook/hubert-large-ls960-ft)",
+            hubert_path, [model_dir, model_dir.parent, root, hub.cache_dir() / "official"],
+            hub.HUBERT_DIRNAME, what="HuBERT (facebook/hubert-large-ls960-ft)",
         )
     face3d = _find_dir(
-        face3d_dir,
-        [model_dir, model_dir.parent, root, hub.cache_dir()],
-        FACE3D_DIRNAME,
-        what="3DDFA_V2 face assets",
-        required=False,
+        face3d_dir, [model_dir, model_dir.parent, root, hub.cache_dir()], FACE3D_DIRNAME,
+        what="3DDFA_V2 face assets", required=False,
     )
     return ResolvedWeights(model_dir, audio_features, hubert_dir, face3d)
 
@@ -90,9 +83,7 @@ def resolve_weights(
 def _model_dir(root: Path, resolution: int | None) -> Path:
     if (root / hub.MODEL_FILE).is_file():
         return root
-    converted = [
-        root / f"dawn-{r}" for r in RESOLUTIONS if (root / f"dawn-{r}" / hub.MODEL_FILE).is_file()
-    ]
+    converted = [root / f"dawn-{r}" for r in RESOLUTIONS if (root / f"dawn-{r}" / hub.MODEL_FILE).is_file()]
     if converted:
         return _pick(converted, resolution, root)
     if any(root.glob("DAWN_*.pth")) or any(root.glob("LFG_*.pth")):
@@ -118,10 +109,8 @@ def _convert_cached(official: Path, resolution: int | None) -> list[Path]:
     """Convert an official folder once; later calls reuse the result (keyed by path, sizes, mtimes)."""
     from ..convert.dawn_official import convert_official_dir
 
-    resolutions = (
-        (resolution,)
-        if resolution
-        else tuple(r for r in RESOLUTIONS if (official / f"DAWN_{r}.pth").is_file())
+    resolutions = (resolution,) if resolution else tuple(
+        r for r in RESOLUTIONS if (official / f"DAWN_{r}.pth").is_file()
     )
     stamp = hashlib.sha256()
     stamp.update(str(official.resolve()).encode())
@@ -130,9 +119,7 @@ def _convert_cached(official: Path, resolution: int | None) -> list[Path]:
             st = f.stat()
             stamp.update(f"{f.relative_to(official)}:{st.st_size}:{st.st_mtime_ns}".encode())
     out = hub.cache_dir() / "models" / f"official-{stamp.hexdigest()[:12]}"
-    ready = [
-        out / f"dawn-{r}" for r in resolutions if (out / f"dawn-{r}" / hub.MODEL_FILE).is_file()
-    ]
+    ready = [out / f"dawn-{r}" for r in resolutions if (out / f"dawn-{r}" / hub.MODEL_FILE).is_file()]
     if len(ready) == len(resolutions):
         return ready
     logger.info("converting the official weights in %s (once) into %s", official, out)
@@ -159,10 +146,7 @@ def _find_dir(
 
 
 def random_modules(
-    cfg: DawnConfig,
-    *,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    cfg: DawnConfig, *, seed: int = 0, device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> DawnModules:
     """All five networks of ``cfg`` with random (seeded) weights: for tests, demos of the plumbing
@@ -192,19 +176,15 @@ def random_modules(
     return modules
 
 
-def save_random_model(
-    cfg: DawnConfig, out_dir: str | Path, *, seed: int = 0, audio_features: str = "hubert"
-) -> Path:
+def save_random_model(cfg: DawnConfig, out_dir: str | Path, *, seed: int = 0,
+                      audio_features: str = "hubert") -> Path:
     """Write a random-weight model directory in our format (tests, benchmarks)."""
     from ..hub import FaceLocConfig, save_component, write_model_json
 
     out = Path(out_dir)
     modules = random_modules(cfg, seed=seed)
     cfgs = {
-        "flow_ae": cfg.flow_ae,
-        "pose": cfg.pose,
-        "blink": cfg.blink,
-        "unet": cfg.unet,
+        "flow_ae": cfg.flow_ae, "pose": cfg.pose, "blink": cfg.blink, "unet": cfg.unet,
         "face_loc": FaceLocConfig(out_channels=cfg.unet.face_loc_channels),
     }
     for name, module in modules.as_dict().items():

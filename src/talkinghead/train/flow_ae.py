@@ -92,9 +92,7 @@ class LFGObjective(nn.Module):
             loss = loss + self.separation_weight * sep
             metrics["separation"] = sep.detach()
         if self.mouth_region_weight > 0:
-            box_loss = region_box_loss(
-                regions["shift"][:, 0], regions["covar"][:, 0], mouth_box, size
-            )
+            box_loss = region_box_loss(regions["shift"][:, 0], regions["covar"][:, 0], mouth_box, size)
             loss = loss + self.mouth_region_weight * box_loss
             metrics["mouth_region"] = box_loss.detach()
         metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
