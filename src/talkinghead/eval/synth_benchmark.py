@@ -76,9 +76,7 @@ class SynthBenchOptions:
     pbnet: bool = False  # also generate with PBNet pose/blinks (blink rate)
 
 
-def _share(
-    pixels: np.ndarray, targets: Sequence[Sequence[float]], others: np.ndarray
-) -> np.ndarray:
+def _share(pixels: np.ndarray, targets: Sequence[Sequence[float]], others: np.ndarray) -> np.ndarray:
     """Soft share of each pixel ``(..., 3)`` that belongs to ``targets`` rather than ``others``:
     a softmax over all colours of ``-(distance / _TAU)^2``, summed over the targets -> ``(...)``."""
     colours = np.concatenate([np.asarray(targets, np.float64), np.asarray(others, np.float64)])
@@ -268,9 +266,7 @@ def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) 
             continue
         gen = _resize(_generate(pipe, reader, options, seed, use_pbnet), data_size)
         row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box, style), truth_open)
-        row[f"blink_rate_{name}"] = (
-            len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
-        )
+        row[f"blink_rate_{name}"] = len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
     return row
 
 
