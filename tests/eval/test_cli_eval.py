@@ -152,3 +152,12 @@ def test_cli_eval_missing_directory(tmp_path: Path) -> None:
     assert (
         main(["eval", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     )
+
+
+def test_cli_eval_help_lists_metrics_and_weights(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("FID", "LSE-C", "CSIM", "BAS", "syncnet_v2.model", "sfd_face.pth", "face3d/"):
+        assert needle in text, needle

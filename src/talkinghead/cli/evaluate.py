@@ -11,9 +11,14 @@ from talkinghead.cli.errors import CLIError, first_line
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     from talkinghead.eval.evaluate import EvalOptions
-    from talkinghead.eval.networks import WEIGHTS_ENV
+    from talkinghead.eval.networks import WEIGHTS_ENV, weights_help
 
-    p = sub.add_parser("eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report")
+    p = sub.add_parser(
+        "eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="metrics and the files each needs in --weights-dir (a metric without its file is "
+        "reported as 'needs weights'):\n" + weights_help(),
+    )
     p.add_argument("generated_dir", metavar="GENERATED_DIR", help="folder of generated videos")
     p.add_argument("--reference", default=None, metavar="REAL_DIR", help="real videos, paired by file stem")
     p.add_argument("--out", default="eval_report", help="report folder (metrics.json, report.html, cache/)")

@@ -47,6 +47,7 @@ from talkinghead.data.layout import (
     write_clip,
     write_manifest,
 )
+from talkinghead.media.video import VIDEO_SUFFIXES
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -60,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 SKIPPED_NAME = "skipped.json"
 MIN_FRAMES = 2  # a clip needs at least two frames at 25 fps
 _MOUTH = slice(48, 68)  # 0-based 68-landmark indices of the lips

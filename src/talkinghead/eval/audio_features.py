@@ -3,7 +3,7 @@
 * ``mfcc``: the 13-coefficient MFCC of python_speech_features with its defaults (25 ms window,
   10 ms step, 26 mel filters, 512-point FFT, pre-emphasis 0.97, lifter 22, c0 replaced by the log
   frame energy), which is what syncnet_python feeds SyncNet (100 feature frames per second, on
-  int16-scaled samples).
+  int16-scaled samples; ``int16_scale`` decides the scale from the dtype).
 * ``audio_beats``: onset peaks of a spectral-flux envelope resampled to the video frame rate.
   Bailando's BAS takes music beats from librosa's beat tracker; speech has no tempo, so we use
   onset peaks (syllable attacks) instead -- an approximation documented in the report.
@@ -48,18 +48,36 @@ def _frames(signal: np.ndarray, frame_len: int, step: int) -> np.ndarray:
     return padded[idx]  # -> (count, frame_len)
 
 
+def int16_scale(audio: np.ndarray) -> np.ndarray:
+    """Samples on the int16 scale that syncnet_python reads from its ``pcm_s16le`` wav files.
+
+    The scale is decided by the dtype, never by the values (a near-silent integer signal must
+    not be mistaken for a float one): integer samples are taken as they are; floating samples are
+    full scale 1.0 and are rounded to int16 as ffmpeg writes ``pcm_s16le``
+    (``clip(round(x * 32768), -32768, 32767)``).
+
+    Args:
+        audio: (S,) integer or floating samples.
+    Returns:
+        (S,) float64 on the int16 scale.
+    """
+    x = np.asarray(audio)
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float64)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"audio must hold integer or floating samples, got dtype {x.dtype}")
+    return np.clip(np.round(x.astype(np.float64) * 32768.0), -32768.0, 32767.0)
+
+
 def mfcc(audio: np.ndarray, sample_rate: int = SYNC_SAMPLE_RATE, numcep: int = 13) -> np.ndarray:
     """MFCC matrix (numcep, N) at 100 frames/s of a mono waveform.
 
     Args:
-        audio: (S,) samples; float input in [-1, 1] is scaled to the int16 range that
-            syncnet_python reads from its wav files (MFCC log-energies depend on the scale).
+        audio: (S,) samples, scaled by ``int16_scale`` (MFCC log-energies depend on the scale).
     """
-    x = np.asarray(audio, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"audio must be a non-empty 1-D waveform, got shape {x.shape}")
-    if np.abs(x).max() <= 1.0:
-        x = x * 32768.0
+    if np.ndim(audio) != 1 or np.size(audio) == 0:
+        raise ValueError(f"audio must be a non-empty 1-D waveform, got shape {np.shape(audio)}")
+    x = int16_scale(audio)
     nfft, eps = 512, np.finfo(float).eps
     x = np.append(x[0], x[1:] - 0.97 * x[:-1])
     frames = _frames(x, round(0.025 * sample_rate), round(0.01 * sample_rate))

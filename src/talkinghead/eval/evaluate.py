@@ -4,7 +4,9 @@
 ``features.py``), and aggregates the metrics of Table 1 (FID, FVD16, FVD32, LSE-C, LSE-D, CSIM,
 BAS, Blink/s) plus PSNR/SSIM for paired videos. The reference videos also get their own LSE, BAS
 and Blink/s (the "GT" row of Table 1). Unreadable videos are skipped and listed. Metrics whose
-network weights are absent are reported as ``needs weights`` with where to get them.
+network weights are absent are reported as ``needs weights`` with where to get them. The
+summary's ``protocol`` says how each metric was computed (``protocol.py``); each video's row says
+which face track, alignment and motion signal its numbers came from.
 """
 
 from __future__ import annotations
@@ -31,27 +33,11 @@ from talkinghead.eval.metrics import (
     ssim,
 )
 from talkinghead.eval.networks import METRIC_NETWORK, MetricNetworks, load_networks
+from talkinghead.eval.protocol import describe_protocol
 
 logger = logging.getLogger(__name__)
 
 TABLE1 = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s", "PSNR", "SSIM")
-
-APPROXIMATIONS = [
-    (
-        "SyncNet and ArcFace crops come from OpenCV Haar face boxes (centre square if none found or "
-        "no cascade in this OpenCV build), not from S3FD tracking / 5-point alignment."
-    ),
-    "Blink/s counts dips of an eye-band edge-energy signal unless <stem>.blink.npy eye ratios exist.",
-    (
-        "BAS uses head-motion beats from face-box (or phase-correlation) motion unless <stem>.pose.npy "
-        "exists, and audio "
-        "beats from spectral-flux onset peaks (Bailando uses librosa beats of music)."
-    ),
-    (
-        "CSIM compares each generated frame with the first frame of the paired reference video "
-        "(or with the generated video's own first frame when there is no reference)."
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -91,6 +77,9 @@ def _per_video(feats: Features, vshift: int) -> dict:
         "fps": round(fps, 3),
         "audio_seconds": round(float(feats["meta"][4]), 3),
     }
+    for key in ("face_detector", "motion_source", "sync_crop", "csim_alignment"):
+        if key in feats:
+            row[key] = str(feats[key])
     row["blinks"] = len(count_blinks(feats["openness"]))
     row["Blink/s"] = blinks_per_second(feats["openness"], fps)
     row["BAS"] = (
@@ -196,8 +185,15 @@ def evaluate_directory(
         "videos": [_rounded(r) for r in rows],
         "skipped": skipped,
         "weights": {n: "loaded" for n in nets.models}
+        | ({"face3d": "loaded"} if "face3d detector" in nets.files else {})
         | {n: e["status"] for n, e in nets.missing.items()},
-        "approximations": APPROXIMATIONS,
+        "protocol": describe_protocol(
+            feats,
+            nets,
+            vshift=options.vshift,
+            fid_max_frames=options.fid_max_frames,
+            csim_max_frames=options.csim_max_frames,
+        ),
     }
     return EvalResult(summary=summary, features=feats)
 

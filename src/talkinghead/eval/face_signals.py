@@ -1,106 +1,119 @@
-"""Light face signals for metrics that need landmarks: face boxes, head-motion and eye-openness.
+"""Face signals for the metrics that need a face: boxes, landmarks, head motion, eye openness.
 
-The paper measures blinks with eye aspect ratios from facial landmarks and beat alignment on
-head pose. To stay dependency-light we approximate from OpenCV alone (documented in the report):
+Faces come from the project's face analysis (``data.face.FaceAnalyzer``): FaceBoxes and the 3DDFA
+landmark head when the eval weights folder holds the 3DDFA_V2 assets (``face3d/``), otherwise its
+weight-free fallback (OpenCV's Haar cascade, or a centred face where OpenCV has none).
 
-* face box: OpenCV's Haar frontal-face cascade on a subset of frames, interpolated and median
-  smoothed; the centred square is used when no face is found or when the installed OpenCV has no
-  cascade detector (OpenCV 5 dropped ``CascadeClassifier`` from the main package). Generated
-  talking heads are centred face crops, so the centred square is a fair default.
-* head-motion curve (T, 3): face-box centre x, y and size, normalised by the frame size -- a
-  stand-in for DAWN's 6-d pose (yaw/pitch/roll need landmarks). Without a detector, the
-  translation of each frame against the first (phase correlation; talking-head backgrounds are
-  static) stands in for the box centre. ``<stem>.pose.npy`` files written
-  by ``talkinghead generate --save-motion`` replace it when present.
+* face boxes (T, 4): the largest face of every ``every``-th frame, linearly interpolated and
+  median smoothed over 5 frames; the centred square when no frame has a face.
+* landmarks (T, 68, 2): the 3DDFA 68 points of every frame inside its box (only with weights).
+* motion for BAS, best first: ``<stem>.pose.npy`` (``talkinghead generate --save-motion``), the
+  landmarks without the lips (48 points: contour, brows, nose, eyes; speech articulation is not
+  head motion), the face-box centre and size, or without any detected face the translation of
+  each frame against the first (phase correlation; talking-head backgrounds are static).
 * eye openness (T,): edge energy (mean |Laplacian|) of the eye band of the face box, normalised
   by its median. Open eyes show sharp iris/sclera/lid edges; a closed lid is nearly uniform skin,
-  so blinks are dips, like eye-aspect-ratio dips. ``<stem>.blink.npy`` (DAWN's raw eye ratios) replace it.
+  so blinks are dips, like eye-aspect-ratio dips. ``<stem>.blink.npy`` (DAWN's raw eye ratios)
+  replace it.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import cache
 
 import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 
+from talkinghead.face.analysis import FaceAnalyzer, haar_available, largest_face
+from talkinghead.media.image import rgb_to_bgr
+
 logger = logging.getLogger(__name__)
 
-
-@cache
-def _cascade() -> object | None:
-    """OpenCV's Haar face detector, or None where this OpenCV build has none."""
-    factory = getattr(cv2, "CascadeClassifier", None)
-    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if factory is None or data is None:
-        logger.info("OpenCV has no Haar cascade detector; using centred face boxes")
-        return None
-    detector = factory(data + "haarcascade_frontalface_default.xml")
-    return None if detector.empty() else detector
+HEAD_LANDMARKS = np.r_[0:48]  # 68-point indices used for head motion: all but the lips (48-67)
 
 
-def face_boxes(frames: np.ndarray, every: int = 5) -> np.ndarray:
-    """Square face boxes (T, 3) as (centre x, centre y, side) in pixels for RGB frames (T, H, W, 3)."""
+def detector_name(analyzer: FaceAnalyzer) -> str:
+    """Which detector ``analyzer.detect`` runs: ``faceboxes``, ``haar`` or ``centre``."""
+    if analyzer.detector is not None:
+        return "faceboxes"
+    return "haar" if haar_available() else "centre"
+
+
+def face_boxes(
+    frames: np.ndarray, analyzer: FaceAnalyzer, every: int = 5
+) -> tuple[np.ndarray, bool]:
+    """Face boxes (T, 4) ``[x0, y0, x1, y1]`` pixels of RGB frames (T, H, W, 3), and whether any
+    frame had a detected face (False: the centred square of side min(H, W) everywhere)."""
     t, h, w = frames.shape[:3]
-    detector = _cascade()
-    keys = list(range(0, t, every)) if detector is not None else []
     found_t, found_box = [], []
-    for i in keys:
-        gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
-        faces = detector.detectMultiScale(  # type: ignore[attr-defined]
-            gray, 1.1, 4, minSize=(max(16, min(h, w) // 8),) * 2
-        )
-        if len(faces):
-            x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
+    for i in range(0, t, every):
+        dets = analyzer.detect(frames[i])
+        if len(dets):
             found_t.append(i)
-            found_box.append((x + fw / 2, y + fh / 2, max(fw, fh)))
+            found_box.append(largest_face(dets)[:4])
     if not found_t:
-        return np.tile(np.array([w / 2, h / 2, min(h, w)], dtype=np.float64), (t, 1))
+        side = min(h, w)
+        box = [(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2]
+        return np.tile(np.asarray(box, dtype=np.float64), (t, 1)), False
     found = np.asarray(found_box, dtype=np.float64)
-    boxes = np.stack([np.interp(np.arange(t), found_t, found[:, k]) for k in range(3)], axis=1)
-    return median_filter(boxes, size=(5, 1), mode="nearest")
+    boxes = np.stack([np.interp(np.arange(t), found_t, found[:, k]) for k in range(4)], axis=1)
+    return median_filter(boxes, size=(5, 1), mode="nearest"), True
 
 
-def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int, scale: float = 1.4) -> np.ndarray:
-    """Square crops (T, size, size, 3) around ``boxes`` enlarged by ``scale`` (edge-padded)."""
-    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
-    for i, (frame, (cx, cy, side)) in enumerate(zip(frames, boxes)):
-        half = round(side * scale / 2)
-        padded = cv2.copyMakeBorder(frame, half, half, half, half, cv2.BORDER_REPLICATE)
-        x0, y0 = round(cx), round(cy)  # centre + half padding - half = top-left
-        crop = padded[y0 : y0 + 2 * half, x0 : x0 + 2 * half]
-        out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+def face_landmarks(
+    frames: np.ndarray, boxes: np.ndarray, analyzer: FaceAnalyzer
+) -> np.ndarray | None:
+    """68 landmarks (T, 68, 2) in pixels per frame from the 3DDFA head, or None without it."""
+    if analyzer.regressor is None:
+        return None
+    out = np.empty((len(frames), 68, 2))
+    for i, (frame, box) in enumerate(zip(frames, boxes)):
+        out[i] = analyzer.regress(rgb_to_bgr(frame), box)[1]
     return out
 
 
-def head_motion_curve(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(T, 3) head-pose proxy as fractions of the frame: face centre x, y and size.
+def box_motion(boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """(T, 3) face-box centre x, y and mean side as fractions of the frame, from (T, 4) boxes."""
+    h, w = frame_hw
+    b = np.asarray(boxes, dtype=np.float64)
+    centre_and_size = np.stack(
+        [
+            (b[:, 0] + b[:, 2]) / 2,
+            (b[:, 1] + b[:, 3]) / 2,
+            (b[:, 2] - b[:, 0] + b[:, 3] - b[:, 1]) / 2,
+        ],
+        axis=1,
+    )
+    return centre_and_size / np.array([w, h, min(h, w)], dtype=np.float64)
 
-    When the boxes are constant (no detector, or no face found) the centre comes from the
-    phase-correlation shift of each frame against the first one instead.
-    """
+
+def phase_motion(frames: np.ndarray) -> np.ndarray:
+    """(T, 3) translation of each frame against the first (phase correlation) as fractions of the
+    frame in x, y, and a constant size column (0): the motion when no face is found."""
     h, w = frames.shape[1:3]
-    scale = np.array([w, h, min(h, w)], dtype=np.float64)
-    if np.ptp(boxes, axis=0).max() > 0:
-        return boxes / scale
     window = cv2.createHanningWindow((w, h), cv2.CV_64F)
     first = cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY).astype(np.float64)
-    out = np.tile(boxes[0] / scale, (len(frames), 1))
+    out = np.zeros((len(frames), 3))
     for i in range(1, len(frames)):
         gray = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY).astype(np.float64)
         (dx, dy), _ = cv2.phaseCorrelate(first, gray, window)
-        out[i, 0] += dx / w
-        out[i, 1] += dy / h
+        out[i, 0] = dx / w
+        out[i, 1] = dy / h
     return out
 
 
 def eye_openness(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(T,) eye-band edge energy normalised by its median (about 1 when open, dips when closed)."""
+    """(T,) eye-band edge energy normalised by its median (about 1 when open, dips when closed).
+
+    Args:
+        frames: (T, H, W, 3) RGB.  boxes: (T, 4) face boxes ``[x0, y0, x1, y1]``.
+    """
     values = np.empty(len(frames))
-    for i, (frame, (cx, cy, side)) in enumerate(zip(frames, boxes)):
+    for i, (frame, box) in enumerate(zip(frames, boxes)):
         h, w = frame.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = max(box[2] - box[0], box[3] - box[1])
         # Eyes sit about 20-50% down and 15-85% across a frontal face box.
         y0 = int(np.clip(cy - side * 0.3, 0, h - 1))
         y1 = int(np.clip(cy - side * 0.0, y0 + 1, h))

@@ -1,57 +1,55 @@
-"""Reading videos and their audio for evaluation (PyAV), plus frame-rate resampling.
+"""Reading videos and their audio for evaluation, on the project's shared media code.
 
-Kept local to ``eval`` so the metrics can score videos made anywhere. Unreadable files raise
-``UnreadableVideoError`` so a directory run can skip and list them instead of stopping.
+Frames come from ``data.video.read_video_frames`` / ``video_fps``, audio from
+``data.audio.load_audio`` (mono by averaging the channels, float32 at 16 kHz; what
+``ffmpeg -ac 1 -ar 16000`` gives syncnet_python up to int16 rounding), and the video suffixes from
+``data.video.VIDEO_SUFFIXES``. Eval only adds what a directory run needs: unreadable files raise
+``UnreadableVideoError`` so a run can skip and list them instead of stopping, a video without
+usable audio gives ``None``, and frame-rate resampling for SyncNet's 25 fps.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import av
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from talkinghead.media.audio import HUBERT_SAMPLE_RATE, AudioError, load_audio
+from talkinghead.media.video import VIDEO_SUFFIXES, VideoError, read_video_frames, video_fps
+
+logger = logging.getLogger(__name__)
 
 
 class UnreadableVideoError(ValueError):
-    """A video file that PyAV cannot decode (or that has no frames)."""
+    """A video file that cannot be decoded (or that has no frames)."""
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """All frames of ``path`` as uint8 RGB (T, H, W, 3) and the frame rate in frames/s."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise UnreadableVideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except (av.error.FFmpegError, OSError) as err:
+        fps = video_fps(path)
+        frames = list(read_video_frames(path))
+    except (VideoError, av.FFmpegError, OSError) as err:
         raise UnreadableVideoError(f"{path}: cannot decode ({err})") from err
     if not frames:
         raise UnreadableVideoError(f"{path}: no decodable frames")
     return np.stack(frames), fps
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
-    """Mono float32 waveform (S,) in [-1, 1] resampled to ``sample_rate``; None without audio."""
+def read_audio(path: str | Path, sample_rate: int = HUBERT_SAMPLE_RATE) -> np.ndarray | None:
+    """Mono float32 waveform (S,) in [-1, 1] at ``sample_rate``; None without usable audio.
+
+    "Usable" is what ``load_audio`` accepts: an audio stream that decodes, lasts at least 0.2 s
+    and is not silent. Anything else is logged and treated as no audio (the audio metrics then
+    say they need audio).
+    """
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                return None
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-    except (av.error.FFmpegError, OSError) as err:
-        raise UnreadableVideoError(f"{path}: cannot decode audio ({err})") from err
-    if not chunks:
+        return load_audio(path, sample_rate)
+    except AudioError as err:
+        logger.info("no usable audio: %s", err)
         return None
-    return np.concatenate(chunks).astype(np.float32) / 32768.0
 
 
 def resample_frames(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
@@ -64,7 +62,7 @@ def resample_frames(frames: np.ndarray, fps: float, target_fps: float) -> np.nda
 
 
 def list_videos(directory: str | Path) -> list[Path]:
-    """Video files directly inside ``directory``, sorted by name."""
+    """Video files (``VIDEO_SUFFIXES``) directly inside ``directory``, sorted by name."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"not a directory: {directory}")

@@ -9,7 +9,8 @@ known answers:
 * LSE-D / LSE-C: SyncNet distances over +-vshift frame offsets (joonson/syncnet_python,
   as used by Wav2Lip's evaluation): min of the frame-averaged distance curve, and median - min.
 * CSIM: cosine similarity of ArcFace embeddings.
-* BAS: Bailando's beat-align score, mean over audio beats of exp(-min_dist^2 / (2 sigma^2)), sigma=3.
+* BAS: Bailando's beat-align score, mean over audio beats of exp(-min_dist^2 / (2 sigma^2)), sigma=3;
+  motion beats are minima of the smoothed mean per-joint speed.
 * Blink/s: dips of an eye-openness (eye-aspect-ratio) signal per second.
 * PSNR / SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5).
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import correlate1d, gaussian_filter1d
 from scipy.signal import argrelextrema
 from torch import Tensor
 
@@ -98,16 +99,19 @@ def ssim(
         raise ValueError(
             f"ssim needs equal (N, C, H, W) shapes, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
-    c = x.shape[1]
-    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    coords = np.arange(window, dtype=np.float64) - (window - 1) / 2
+    g = np.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window)
-    x, y = x.double(), y.double()
+    r = window // 2
 
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, kernel, groups=c)  # 'valid' filtering as in Wang et al.
+    def blur(t: np.ndarray) -> np.ndarray:
+        # separable Gaussian, 'valid' part only as in Wang et al.: (N, C, H, W) ->
+        # (N, C, H - window + 1, W - window + 1); scipy's float64 loops are far faster than
+        # torch's grouped float64 conv2d on CPU
+        out = correlate1d(correlate1d(t, g, axis=-1, mode="constant"), g, axis=-2, mode="constant")
+        return out[..., r : out.shape[-2] - r, r : out.shape[-1] - r]
 
+    x, y = x.double().cpu().numpy(), y.double().cpu().numpy()
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
     var_y = blur(y * y) - mu_y**2
@@ -157,18 +161,35 @@ def lse_from_distances(dists: Tensor, vshift: int = 15) -> dict[str, float]:
     }
 
 
+def motion_speed(motion: np.ndarray) -> np.ndarray:
+    """Per-step speed (T - 1,) of a motion, as Bailando's ``calc_db`` measures it.
+
+    Args:
+        motion: (T, J, C) positions of J joints (e.g. landmarks): the mean over joints of each
+            joint's speed ``|x_j(t+1) - x_j(t)|``; or (T, D) / (T,) one pose vector per frame
+            (a single "joint": the norm of its change).
+    """
+    m = np.asarray(motion, dtype=np.float64)
+    if m.ndim == 1:
+        m = m[:, None]
+    if m.ndim == 2:
+        m = m[:, None, :]
+    if m.ndim != 3:
+        raise ValueError(f"motion must be (T,), (T, D) or (T, J, C), got shape {m.shape}")
+    return np.linalg.norm(np.diff(m, axis=0), axis=2).mean(axis=1)
+
+
 def motion_beats(motion: np.ndarray, sigma: float = 5.0) -> np.ndarray:
     """Frames where the smoothed motion speed has a local minimum (Bailando's kinematic beats).
 
     Args:
-        motion: (T, D) pose trajectory (e.g. DAWN's 6-d head pose) or (T,) signal.
+        motion: see ``motion_speed``; several joints are averaged joint by joint (Bailando),
+            never through the norm of the flattened vector.
+        sigma: Gaussian smoothing of the speed in frames (Bailando: 5).
     """
-    m = np.asarray(motion, dtype=np.float64)
-    m = m[:, None] if m.ndim == 1 else m.reshape(len(m), -1)
-    if len(m) < 3:
+    if len(np.asarray(motion)) < 3:
         return np.zeros(0, dtype=np.int64)
-    speed = np.linalg.norm(np.diff(m, axis=0), axis=1)
-    speed = gaussian_filter1d(speed, sigma)
+    speed = gaussian_filter1d(motion_speed(motion), sigma)
     return argrelextrema(speed, np.less)[0]
 
 

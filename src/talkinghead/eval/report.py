@@ -1,8 +1,11 @@
-"""HTML report of an evaluation run: Table 1 summary, a row per video, and inline SVG plots.
+"""HTML report of an evaluation run: Table 1 summary, a row per video, inline SVG plots and the
+protocol of every metric.
 
-Plots (no plotting library needed): per video the head-motion curve with motion beats and audio
-beats (what BAS compares), the eye-openness curve with detected blinks (Blink/s), and one
-histogram of the SyncNet audio-video offsets over all videos (a healthy model peaks at 0).
+Plots (no plotting library needed): per video the motion speed with motion beats (its minima)
+and audio beats (what BAS compares), the eye-openness curve with detected blinks (Blink/s), and
+one histogram of the SyncNet audio-video offsets over all videos (a healthy model peaks at 0).
+The protocol section lists the networks with their weights' sha256, crops, alignment, frame and
+clip counts, and per video the face track, alignment and motion signal used.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.eval.evaluate import TABLE1, EvalResult
-from talkinghead.eval.metrics import count_blinks
+from talkinghead.eval.metrics import count_blinks, motion_speed
 
 _W, _H, _PAD = 420, 120, 24
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
@@ -98,12 +101,11 @@ def _video_plots(name: str, result: EvalResult) -> str:
     feats = result.features["generated"].get(name)
     if feats is None:
         return ""
-    motion = np.asarray(feats["motion"], dtype=float)
-    motion = motion[:, None] if motion.ndim == 1 else motion
-    z = (motion - motion.mean(0)) / (motion.std(0) + 1e-9)  # per-dimension z-score: one shared axis
+    speed = motion_speed(feats["motion"])
     pose = line_plot(
-        "head motion (z-scored); ticks: motion beats (bottom), audio beats (top)",
-        [z[:, i] for i in range(min(z.shape[1], 4))],
+        f"motion speed ({feats.get('motion_source', 'motion')}); ticks: motion beats (bottom), "
+        "audio beats (top)",
+        [speed],
         [(feats["motion_beats"], "#444", False), (feats["audio_beats"], "#d62728", True)],
     )
     blink = line_plot(
@@ -112,6 +114,29 @@ def _video_plots(name: str, result: EvalResult) -> str:
         [(count_blinks(feats["openness"]), "#d62728", False)],
     )
     return pose + blink
+
+
+_PROTOCOL_COLUMNS = ("face_detector", "sync_crop", "csim_alignment", "motion_source")
+
+
+def _protocol_value(value: object) -> str:
+    """Nested protocol entries as compact HTML: dicts as 'key: value' lines, lists one per line."""
+    if isinstance(value, dict):
+        return "<br>".join(
+            f"<b>{html.escape(str(k))}</b>: {_protocol_value(v)}" for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return "<br>".join(_protocol_value(v) for v in value)
+    return html.escape(str(value))
+
+
+def _protocol_html(protocol: dict) -> str:
+    rows = "".join(
+        f'<tr><th>{html.escape(metric)}</th><td style="text-align:left">'
+        f"{_protocol_value(entry)}</td></tr>"
+        for metric, entry in protocol.items()
+    )
+    return f"<table>{rows}</table>"
 
 
 def render_html(result: EvalResult) -> str:
@@ -148,7 +173,13 @@ def render_html(result: EvalResult) -> str:
     skipped = "".join(
         f"<li>{html.escape(x['path'])}: {html.escape(x['error'])}</li>" for x in s["skipped"]
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in s["approximations"])
+    protocol = _protocol_html(s["protocol"])
+    video_protocol = "".join(
+        f"<tr><td>{html.escape(r['name'])}</td>"
+        + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in _PROTOCOL_COLUMNS)
+        + "</tr>"
+        for r in s["videos"]
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>talkinghead eval</title>
 <style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;margin:8px 0}}
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:center}} .na{{color:#a60}}</style>
@@ -160,7 +191,9 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:center}} 
 <h2>Sync offsets</h2>{hist}
 <h2>Per video</h2><table><tr><th>name</th>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{"".join(video_rows)}</table>
 <h2>Skipped videos</h2><ul>{skipped or "<li>none</li>"}</ul>
-<h2>Approximations</h2><ul>{notes}</ul></body></html>
+<h2>Protocol</h2>{protocol}
+<h3>Per video (generated)</h3><table><tr><th>name</th>{"".join(f"<th>{c}</th>" for c in _PROTOCOL_COLUMNS)}</tr>
+{video_protocol}</table></body></html>
 """
 
 

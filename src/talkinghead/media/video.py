@@ -31,10 +31,19 @@ from typing_extensions import Self
 
 from talkinghead.media.audio import AudioError
 
-__all__ = ["VideoError", "VideoWriter", "probe_video", "read_video_frames", "video_fps"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoWriter",
+    "probe_video",
+    "read_video_frames",
+    "video_fps",
+]
 
 logger = logging.getLogger(__name__)
 
+# File name endings read as videos wherever a folder is searched for them (data, eval).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 # Sample rates the AAC encoder accepts; other inputs are resampled to 48 kHz.
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _AAC_FRAME = 1024  # samples per AAC frame
