@@ -479,13 +479,14 @@ def _not_yet(name: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .serve.commands import add_batch, add_serve
 
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"talkinghead {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_generate, _add_convert, _add_download, _add_eval, _add_eval_synth, _add_data,
-                _add_prepare, _add_train, _add_demo):
+                _add_prepare, _add_train, _add_demo, add_serve, add_batch):
         add(sub)
     return parser
 
