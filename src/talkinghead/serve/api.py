@@ -27,7 +27,7 @@ from .jobfiles import is_job_id
 from .queue import Job, QueueFull
 from .schemas import ErrorOut, HealthOut, JobOut, JobPage, ModelOut, model_out
 from .service import JobService
-from .uploads import UploadError
+from .uploads import UploadError, check_client_name
 
 __all__ = ["add_routes"]
 
@@ -61,7 +61,6 @@ def add_routes(app: FastAPI, service: JobService) -> None:
 
     @v1.post("/jobs", status_code=201, response_model=JobOut, summary="Queue a generation")
     def create_job(
-        request: Request,
         portrait: Annotated[
             UploadFile,
             File(description="portrait: JPEG/PNG/WebP (or a video for models that take one)"),
@@ -70,6 +69,8 @@ def add_routes(app: FastAPI, service: JobService) -> None:
         options: Annotated[str | None, Form(description='options JSON, e.g. {"seed": 0}')] = None,
         model: Annotated[str | None, Form(description="a name from GET /v1/models")] = None,
     ) -> JSONResponse:
+        check_client_name(portrait.filename, "portrait")
+        check_client_name(speech.filename, "speech")
         job = service.submit(portrait.file, speech.file, options, model)
         body = service.view(job).model_dump(mode="json")
         return JSONResponse(body, status_code=201, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -121,6 +122,13 @@ def add_routes(app: FastAPI, service: JobService) -> None:
     def list_models() -> list[ModelOut]:
         default = service.config.models[0]
         return [model_out(spec, spec.name == default) for spec in service.specs.values()]
+
+    @v1.api_route(
+        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
+    def unknown(rest: str) -> None:
+        # without this, the page mounted at / would answer unknown /v1 paths with HTML
+        raise HTTPException(404, "no such path; the API is under /v1 (see /docs)")
 
     app.include_router(v1)
 

@@ -23,7 +23,14 @@ from ..data.audio import load_audio
 from ..data.image import SUPPORTED_FORMATS, load_portrait
 from .config import Limits
 
-__all__ = ["CheckedFile", "UploadError", "check_portrait", "check_speech", "copy_limited"]
+__all__ = [
+    "CheckedFile",
+    "UploadError",
+    "check_client_name",
+    "check_portrait",
+    "check_speech",
+    "copy_limited",
+]
 
 IMAGE_EXTENSIONS = {
     "JPEG": "jpg",
@@ -51,6 +58,14 @@ class CheckedFile:
     path: Path
     name: str  # e.g. "portrait.png", "speech.wav": role + the decoded format's extension
     kind: str  # "image" | "video" | "audio"
+
+
+def check_client_name(name: str | None, what: str) -> None:
+    """A client's file name is never used; one that carries a path is refused outright."""
+    if name and (any(c in name for c in "/\\\0") or name.strip() in (".", "..")):
+        raise UploadError(
+            422, f"the {what}'s file name contains a path; send the file under a plain name"
+        )
 
 
 def copy_limited(src: BinaryIO, dest: Path, limit: int, what: str) -> int:
