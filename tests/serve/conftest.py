@@ -7,11 +7,14 @@ frames) and 2 sampler steps per job. ``ServerProcess`` starts the real command i
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +157,33 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _pg_binary(name: str) -> str | None:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's package; .ci/run installs it) on 127.0.0.1."""
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    # not under pytest's tmp folders: those are private to root, and postgres runs as its own user
+    root = Path(tempfile.mkdtemp(prefix="talkinghead-pg-"))
+    data = root / "cluster"
+    port = free_port()
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the package's user
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+    opts = f"-k {root} -p {port} -h 127.0.0.1 -c fsync=off -c max_connections=200"
+    run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"])
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
