@@ -11,15 +11,15 @@ from collections import Counter
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis.checks import (  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from .conftest import ServerProcess  # noqa: E402
+from .conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 
