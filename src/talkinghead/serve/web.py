@@ -67,8 +67,12 @@ def build_page(service: JobService) -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                portrait = gr.Image(type="filepath", label="Portrait", sources=["upload"])
-                speech = gr.Audio(type="filepath", label="Speech", sources=["upload"])
+                portrait = gr.Image(
+                    type="filepath", label="Portrait", sources=["upload"], elem_id="portrait"
+                )
+                speech = gr.Audio(
+                    type="filepath", label="Speech", sources=["upload"], elem_id="speech"
+                )
                 model = gr.Dropdown(list(service.specs), value=default, label="Model")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed")
@@ -78,6 +82,7 @@ def build_page(service: JobService) -> gr.Blocks:
                         value=steps_default,
                         step=1,
                         label="Sampler steps",
+                        elem_id="steps",
                     )
                 extra = gr.Textbox(
                     "{}",
