@@ -41,6 +41,15 @@ def test_the_page_makes_a_video_that_plays(live: ServerProcess) -> None:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            outside: list[str] = []  # the page must work offline: nothing but this server
+            page.on(
+                "request",
+                lambda r: (
+                    outside.append(r.url)
+                    if not r.url.startswith((live.url, "data:", "blob:"))
+                    else None
+                ),
+            )
             page.goto(f"{live.url}/", wait_until="networkidle")
             page.set_input_files("#portrait input[type=file]", str(DEMO_DIR / PORTRAIT))
             page.set_input_files("#speech input[type=file]", str(DEMO_DIR / SPEECH))
@@ -55,6 +64,7 @@ def test_the_page_makes_a_video_that_plays(live: ServerProcess) -> None:
                 page.screenshot(path=os.environ["TALKINGHEAD_SCREENSHOT"], full_page=True)
         finally:
             browser.close()
+    assert not outside, outside
     assert played["error"] is None and played["time"] > 0, played
     assert played["duration"] == pytest.approx(5.0, abs=0.1) and played["width"] == 64
     assert status.startswith("Done: 125 frames"), status

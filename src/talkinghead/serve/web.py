@@ -50,7 +50,16 @@ def mount_page(app: FastAPI, service: JobService) -> FastAPI:
         path="/",
         auth=auth,
         footer_links=["api"],
+        theme=_offline_theme(),
         max_file_size=service.config.limits.max_speech_bytes,
+    )
+
+
+def _offline_theme() -> gr.themes.Base:
+    """The default look with the system's fonts: the page makes no request to a font service."""
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "Consolas", "monospace"],
     )
 
 
@@ -60,7 +69,7 @@ def build_page(service: JobService) -> gr.Blocks:
     steps_default = int(
         spec.defaults.get("num_steps", getattr(spec.options_class, "num_steps", 20))
     )
-    with gr.Blocks(title="talkinghead") as page:
+    with gr.Blocks(title="talkinghead", analytics_enabled=False) as page:
         gr.Markdown(
             "## talkinghead\nA portrait and a speech recording become a talking-head "
             "video. The same jobs are on the REST API: see [/docs](/docs)."
