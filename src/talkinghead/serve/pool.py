@@ -96,7 +96,7 @@ class WorkerPool:
             try:
                 for worker in self.workers:
                     if worker.current is not None:
-                        self.queue.heartbeat(worker.ident_name)
+                        self.queue.heartbeat(worker.worker_id)
                 if not self.config.embedded:
                     self.queue.requeue(stale_before=time.time() - self.config.lease_seconds)
             except Exception:

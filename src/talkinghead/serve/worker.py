@@ -112,7 +112,7 @@ class Worker(threading.Thread):
         self.queue = queue
         self.config = config
         self.device = device
-        self.ident_name = f"{socket.gethostname()}:{os.getpid()}:{index}"
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}"
         self.stop = stop
         self.wake = threading.Event()
         self.ready = threading.Event()  # set once the default model is loaded
@@ -138,7 +138,7 @@ class Worker(threading.Thread):
         self.ready.set()
         while not self.stop.is_set():
             try:
-                job = self.queue.claim(self.ident_name, self.config.models)
+                job = self.queue.claim(self.worker_id, self.config.models)
             except Exception:
                 logger.exception("%s could not reach the queue", self.name)
                 job = None
