@@ -118,6 +118,8 @@ def build_page(service: JobService) -> gr.Blocks:
             on_generate,
             inputs=[portrait, speech, model, seed, steps, extra],
             outputs=[status, video],
+            # each call only follows its job; the job queue bounds the real work
+            concurrency_limit=None,
         )
     return page
 
