@@ -53,6 +53,7 @@ def test_cancel_stops_a_running_job_at_its_next_step(live: ServerProcess, media)
     canceled_at = time.monotonic()
     answer = live.client.delete(f"/v1/jobs/{job['id']}")
     assert answer.status_code == 200 and answer.json()["state"] in ("running", "canceled")
+    assert answer.json()["cancel_requested"] or answer.json()["state"] == "canceled"
     done = live.wait_state(job["id"], ("canceled", "succeeded", "failed"), timeout=60)
     assert done["state"] == "canceled", (running, done)
     assert time.monotonic() - canceled_at < 30

@@ -48,6 +48,9 @@ class JobOut(BaseModel):
     )
     position: int | None = Field(None, description="queued jobs ahead of this one")
     error: str | None = None
+    cancel_requested: bool = Field(
+        False, description="DELETE was called; it stops at its next step"
+    )
     options: dict[str, Any]
     attempts: int = Field(description="times the job was started (a restart re-runs it)")
     created_at: float
@@ -105,6 +108,7 @@ def job_out(
         eta_seconds=None if eta is None else round(eta, 1),
         position=position if job.state == "queued" else None,
         error=job.error,
+        cancel_requested=job.cancel_requested,
         options=job.options,
         attempts=job.attempts,
         created_at=job.created_at,
