@@ -14,7 +14,12 @@ $(BIN)/talkinghead: pyproject.toml constraints.txt
 
 setup: $(BIN)/talkinghead
 
-test: setup
+# tests/serve needs the server's extras and its test tools (a minute to install, so not in dev)
+$(VENV)/.serve-extras: $(BIN)/talkinghead pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,serve,postgres,ray,serve-test]'
+	touch $@
+
+test: setup $(VENV)/.serve-extras
 	$(BIN)/ruff check src tests benchmarks scripts
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 

@@ -32,6 +32,7 @@ class Family:
         training: training stage name -> module providing ``build_task(cfg)`` and
             ``export(run_dir, model_dir)``.
         components: ``config.json`` type name -> (``"module:ConfigClass"``, ``"module:NetworkClass"``).
+        takes_video: whether its source may be a video of the person (DiffTalk re-voices videos).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Family:
     converter: str | None = None
     training: dict[str, str] = field(default_factory=dict)
     components: dict[str, tuple[str, str]] = field(default_factory=dict)
+    takes_video: bool = False
 
 
 _DAWN_MODELS = "talkinghead.dawn.models"
@@ -87,6 +89,7 @@ FAMILIES: dict[str, Family] = {
             options="talkinghead.difftalk.configs:DiffTalkOptions",
             converter="talkinghead.difftalk.convert:convert",
             training={"difftalk": "talkinghead.difftalk.training"},
+            takes_video=True,
             components={
                 "DiffTalkVQConfig": (
                     "talkinghead.difftalk.configs:DiffTalkVQConfig",

@@ -18,6 +18,7 @@ from talkinghead.cli.errors import CLIError
 def build_parser() -> argparse.ArgumentParser:
     from talkinghead import __version__
     from talkinghead.cli import data, evaluate, generate, train, weights
+    from talkinghead.serve.commands import add_batch, add_serve
 
     parser = argparse.ArgumentParser(
         prog="talkinghead", description="Portrait + speech -> talking-head video."
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         generate.add_generate, generate.add_demo, generate.add_models, weights.add_download,
         weights.add_convert, evaluate.add_eval, evaluate.add_eval_synth, data.add_data,
-        data.add_prepare, train.add_train,
+        data.add_prepare, train.add_train, add_serve, add_batch,
     ):
         add(sub)
     return parser

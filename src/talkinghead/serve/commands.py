@@ -1,0 +1,172 @@
+"""The ``serve`` and ``batch`` subcommands' flags and entry points (``cli.py`` registers them).
+
+Nothing heavy is imported until a command runs, so ``talkinghead --help`` works without the
+``serve`` extra installed; running one without it says which extra to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from talkinghead.serve.config import TOKEN_ENV, Limits, ServeConfig, default_data_dir
+
+__all__ = ["add_batch", "add_serve"]
+
+MISSING_EXTRA = "the server needs the 'serve' extra: pip install 'talkinghead[serve]'"
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="REST API + web page over a persistent job queue")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="model to serve, repeatable; the first is the default (default: demo)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"jobs and the embedded queue (default {default_data_dir()})",
+    )
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="shared queue, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="workers (default: one per GPU, else 1 on the CPU)",
+    )
+    p.add_argument("--device", default=None, help="put every worker on this device (cpu, cuda:1)")
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=ServeConfig.max_queued,
+        help="queued jobs beyond this get 429 + Retry-After",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token required on /v1 (default: ${TOKEN_ENV}; none = open)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (repeatable; default: none)",
+    )
+    p.add_argument("--no-web", action="store_true", help="API only, no page at /")
+    p.add_argument(
+        "--max-speech-seconds",
+        type=float,
+        default=Limits.max_speech_seconds,
+        help="longest accepted speech, seconds",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=ServeConfig.lease_seconds,
+        help="seconds without a heartbeat before a shared queue re-runs a job",
+    )
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from talkinghead.cli import CLIError
+
+    try:
+        from talkinghead.serve.app import serve
+        from talkinghead.serve.pool import DataDirLocked, default_devices
+    except ImportError as err:
+        raise CLIError(MISSING_EXTRA) from err
+    devices = default_devices(args.workers, args.device)
+    if len(devices) > 1 and all(d == "cpu" for d in devices):
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
+    config = ServeConfig(
+        data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
+        db_url=args.db,
+        models=tuple(args.model or ["demo"]),
+        devices=devices,
+        max_queued=args.max_queued,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        cors_origins=tuple(args.cors_origin),
+        web=not args.no_web,
+        lease_seconds=args.lease,
+        limits=Limits(max_speech_seconds=args.max_speech_seconds),
+    )
+    try:
+        serve(config, host=args.host, port=args.port)
+    except (DataDirLocked, ValueError) as err:
+        raise CLIError(str(err)) from err
+    return 0
+
+
+def add_batch(sub: argparse._SubParsersAction) -> None:
+    from talkinghead.dawn.configs import GenerateOptions as G
+
+    p = sub.add_parser("batch", help="many generations from a CSV/JSONL list (resumable)")
+    p.add_argument(
+        "jobs",
+        help="jobs.csv or jobs.jsonl: columns image, audio, optional output, "
+        "model and option names (seed, num_steps, ...)",
+    )
+    p.add_argument("-o", "--output-dir", required=True, help="folder for the mp4s and report.jsonl")
+    p.add_argument("--model", default="demo", help="model for rows that name none (default demo)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"num_steps for rows that set none (default {G.num_steps})",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the items over a Ray cluster (no ADDRESS: start a local one)",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        help="Ray actors (default: one per GPU of the cluster, else 2)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_batch_command)
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from talkinghead.cli import CLIError
+    from talkinghead.serve.batch import BatchError, run_batch
+
+    try:
+        summary = run_batch(
+            Path(args.jobs),
+            Path(args.output_dir),
+            model=args.model,
+            steps=args.steps,
+            device=args.device,
+            ray_address=args.ray,
+            ray_workers=args.ray_workers,
+            progress=not args.quiet,
+        )
+    except BatchError as err:
+        raise CLIError(str(err)) from err
+    return 1 if summary.failed else 0
