@@ -68,7 +68,7 @@ def _peak_growth_mib(pipe, portrait, seconds: float) -> float:
     """RSS peak growth (MiB) while streaming ``seconds`` of live audio through the latents path."""
     audio = chunks(speech(seconds), 16000)  # produced on the fly, like a microphone
     options = replace(FAST, num_steps=1)
-    stream = StreamOptions(window_frames=64, overlap=8, lookahead=4)
+    stream = StreamOptions(window_frames=250, overlap=4, lookahead=2)
     gen = torch.Generator().manual_seed(0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     count = 0
