@@ -23,6 +23,7 @@ def demo():
     return pipe, pipe.prepare(DEMO_DIR / PORTRAIT, OPTIONS)
 
 
+@pytest.mark.slow
 def test_no_seam_at_window_boundaries_on_the_demo_model(demo) -> None:
     pipe, portrait = demo
     stream = StreamOptions(window_frames=40, overlap=10, lookahead=10)

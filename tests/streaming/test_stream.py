@@ -78,6 +78,7 @@ def _peak_growth_mib(pipe, portrait, seconds: float) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
+@pytest.mark.slow
 def test_memory_is_flat_from_1000_to_10000_frames(tiny_pipe, tiny_portrait) -> None:
     _peak_growth_mib(tiny_pipe, tiny_portrait, 40)  # 1,000 frames: warms the allocator up
     growth = _peak_growth_mib(tiny_pipe, tiny_portrait, 400)  # 10,000 frames
