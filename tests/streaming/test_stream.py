@@ -51,6 +51,13 @@ def test_windows_are_seeded_and_chunked_audio_gives_the_same_frames(
     assert not np.array_equal(other, first)
 
 
+def test_bad_live_audio_is_refused_with_a_sentence(tiny_pipe, tiny_portrait) -> None:
+    with pytest.raises(ValueError, match="shorter than one video frame"):
+        frames(tiny_pipe.stream(tiny_portrait, iter([]), FAST))
+    with pytest.raises(ValueError, match="mono 16 kHz"):
+        frames(tiny_pipe.stream(tiny_portrait, iter([np.zeros((2, 800), np.float32)]), FAST))
+
+
 def test_plan_covers_every_frame_once_with_full_windows() -> None:
     opts = StreamOptions(window_frames=10, overlap=3, lookahead=2)
     known, wins = 0, []

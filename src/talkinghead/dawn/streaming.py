@@ -94,6 +94,7 @@ class _History:
         self.keep, self.offset, self.rows = keep, 0, None
 
     def rows_from(self, start: int):
+        assert start >= self.offset, (start, self.offset)  # the plan never reaches back further
         return None if self.rows is None else self.rows[start - self.offset :]
 
     def append(self, rows) -> None:
