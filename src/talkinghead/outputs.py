@@ -1,5 +1,6 @@
 """Writing a generation's results to disk: the mp4, optional PNG frames and motion tracks.
 
+``save_stream`` writes a fragmented mp4 as frames arrive (``talkinghead generate --stream``).
 Everything is atomic: the video goes through ``VideoWriter`` (temp file, renamed on success), frames
 into ``<dir>.partial`` renamed at the end, motion arrays through temp files. A failure or Ctrl-C
 leaves nothing half-written behind.
@@ -7,9 +8,11 @@ leaves nothing half-written behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from PIL import Image
 
 from talkinghead.dawn.pipeline import GenerationResult
 from talkinghead.media.video import VideoWriter
+
+logger = logging.getLogger(__name__)
 
 
 def save_result(
@@ -54,6 +59,32 @@ def save_result(
         raise
     finally:
         result.frames = None
+    return count
+
+
+def save_stream(
+    frames: Iterable[np.ndarray],
+    output: str | Path,
+    *,
+    fps: int,
+    audio_path: str | Path | None,
+    on_open: Callable[[Path], None] | None = None,
+) -> int:
+    """Write ``(n, H, W, 3)`` uint8 batches as they come into a fragmented H.264 + AAC mp4.
+
+    The file grows, playable, at a hidden temp path beside ``output`` (handed to ``on_open`` and
+    logged) and is renamed to ``output`` when complete; a failure removes it. Returns the frame
+    count.
+    """
+    count = 0
+    with VideoWriter(output, fps=fps, audio_path=audio_path, fragmented=True) as writer:
+        logger.info("streaming into %s (playable while it grows)", writer.partial_path)
+        if on_open is not None:
+            on_open(writer.partial_path)
+        for batch in frames:
+            for frame in batch:
+                writer.write(frame)
+                count += 1
     return count
 
 

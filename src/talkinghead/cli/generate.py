@@ -47,6 +47,9 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--save-frames", default=None, metavar="DIR", help="also write PNG frames")
     io.add_argument("--save-motion", action="store_true",
                     help="also write OUTPUT.pose.npy / .blink.npy (DAWN)")
+    io.add_argument("--stream", action="store_true",
+                    help="DAWN: generate by overlapping windows at flat memory into a fragmented "
+                    "mp4 playable while it grows (a hidden file beside OUTPUT, renamed when done)")
     model = p.add_argument_group("model")
     model.add_argument("--model", "--weights", dest="model", default=None, metavar="NAME_OR_DIR",
                        help="a model name (`talkinghead models`) or folder: converted, or the "
@@ -91,6 +94,8 @@ def run_generate(args: argparse.Namespace) -> int:
         pipeline = _pipeline(args, device, getattr(torch, args.dtype))
         options = _options(pipeline.options_class, args)
         extras = {kw: getattr(args, flag) for flag, kw in CALL_FLAGS.items() if getattr(args, flag)}
+        if args.stream:
+            return _run_stream(args, pipeline, source, samples, options, extras, output)
         result = pipeline(source, samples, options,
                           callback=None if args.quiet else ProgressBars(), **extras)
         count = save_result(result, output, audio_path=args.audio, frames_dir=args.save_frames)
@@ -100,6 +105,20 @@ def run_generate(args: argparse.Namespace) -> int:
         logger.debug("generate failed", exc_info=True)  # shown with -v
         raise CLIError(first_line(err)) from err
     logger.info("wrote %s (%d frames, %.2f s, seed %d)", output, count, count / result.fps, result.seed)
+    return 0
+
+
+def _run_stream(args, pipeline, source, samples, options, extras, output) -> int:
+    from talkinghead.outputs import save_stream
+    from talkinghead.pipelines.base import ProgressBars
+
+    if not hasattr(pipeline, "stream") or extras or args.save_frames or args.save_motion:
+        raise CLIError("--stream works with DAWN models and no drivers, --save-frames or "
+                       "--save-motion; drop those or --stream.")
+    frames = pipeline.stream(source, samples, options,
+                             callback=None if args.quiet else ProgressBars())
+    count = save_stream(frames, output, fps=options.fps, audio_path=args.audio)
+    logger.info("wrote %s (%d frames, %.2f s)", output, count, count / options.fps)
     return 0
 
 

@@ -55,6 +55,7 @@ def generate_motion(
     generator: torch.Generator | None = None,
     motion_scale: float = 1.0,
     blink: bool = True,
+    z: tuple[Tensor, Tensor] | None = None,
 ) -> Motion:
     """PBNet pose and blink from audio features (official ``generate_pose_blink``).
 
@@ -64,15 +65,21 @@ def generate_motion(
         generator: RNG of the per-frame latents (pose drawn first, then blink).
         motion_scale: multiplies the generated pose delta (0 = still head).
         blink: False keeps the eyes at ``init_eye``.
+        z: the pose and blink nets' latents ((F, 1, latent) each) instead of drawing them
+            (streaming reuses a frame's latent in every window that holds it).
     """
     device, dtype = audio.device, next(pose_net.parameters()).dtype
     feats = audio.to(dtype)[None]
     init_p = torch.as_tensor(init_pose, dtype=dtype, device=device).reshape(1, 1, 6)
     init_e = torch.as_tensor(init_eye, dtype=dtype, device=device).reshape(1, 1, 2)
     norm_init = normalize_pose(init_p)
-    pose = denormalize_pose(pose_net.decode(norm_init, feats, generator=generator) + norm_init)
+    pose_z, blink_z = z if z is not None else (None, None)
+    pose = denormalize_pose(
+        pose_net.decode(norm_init, feats, pose_z, generator=generator) + norm_init
+    )
     pose_delta = (pose - init_p)[0].float().cpu().numpy() * motion_scale
-    eye_delta = blink_net.decode(init_e, feats, generator=generator)[0].float().cpu().numpy()
+    eye_delta = blink_net.decode(init_e, feats, blink_z, generator=generator)[0]
+    eye_delta = eye_delta.float().cpu().numpy()
     if not blink:
         eye_delta = np.zeros_like(eye_delta)
     return _from_deltas(pose_delta, eye_delta, init_pose, init_eye)

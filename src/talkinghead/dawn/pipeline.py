@@ -37,6 +37,7 @@ from talkinghead.dawn.motion import (
     generate_motion,
     load_motion_file,
 )
+from talkinghead.dawn.streaming import StreamOptions, stream_frames
 from talkinghead.diffusion.samplers import DDIMStep, ddim_sample, dpmpp_2m_sample, guided
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
 from talkinghead.face.analysis import (
@@ -52,6 +53,7 @@ from talkinghead.face.analysis import (
 )
 from talkinghead.media.audio import load_audio, num_video_frames
 from talkinghead.media.audio_features import HubertFeatureExtractor, log_mel_features
+from talkinghead.media.audio_stream import AudioSource
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
 from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
@@ -299,11 +301,13 @@ class DawnPipeline(TalkingHeadPipeline):
         options: GenerateOptions,
         generator: torch.Generator,
         callback: ProgressCallback | None = None,
+        constrain: Callable[[Tensor, int], Tensor] | None = None,
     ) -> Tensor:
         """The clip's latent (flow x, flow y, occlusion) in one sampler pass: (1, 3, F, S/4, S/4).
 
         Args:
             audio: (F, A) audio features in the pipeline's dtype.
+            constrain: the sampler's hook imposing known frames (``dawn.streaming``).
         """
         if options.sampler not in SAMPLERS:
             raise ValueError(f"sampler={options.sampler!r} must be one of {', '.join(SAMPLERS)}")
@@ -346,6 +350,7 @@ class DawnPipeline(TalkingHeadPipeline):
             "device": self.device,
             "dtype": self.dtype,
             "callback": on_step,
+            "constrain": constrain,
         }
         if options.sampler == "dpmpp-2m":
             return dpmpp_2m_sample(denoise_fn, shape, timesteps, alphas_cumprod, **common)
@@ -445,6 +450,25 @@ class DawnPipeline(TalkingHeadPipeline):
                 for batch in frames
             )
         return GenerationResult(frames, num_frames, options.fps, seed, portrait, motion)
+
+    def stream(
+        self,
+        source: Portrait | str | Path | np.ndarray,
+        audio: AudioSource,
+        options: GenerateOptions | None = None,
+        *,
+        window_frames: int = StreamOptions.window_frames,
+        overlap: int = StreamOptions.overlap,
+        lookahead: int = StreamOptions.lookahead,
+        generator: torch.Generator | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> Iterator[np.ndarray]:
+        """(n, S, S, 3) uint8 batches as they are ready, by overlapping windows at memory flat in
+        clip length (``dawn.streaming``); ``audio`` may also be an iterator of (n,) float32 16 kHz
+        chunks (speech arriving live)."""
+        stream = StreamOptions(window_frames, overlap, lookahead)
+        return stream_frames(self, source, audio, options, stream, generator=generator,
+                             callback=callback)
 
 
 def _whole_image_face(shape: tuple[int, int]) -> FaceState:

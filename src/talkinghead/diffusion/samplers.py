@@ -38,6 +38,7 @@ from talkinghead.diffusion.schedules import alphas_cumprod_prev
 logger = logging.getLogger(__name__)
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+ConstrainFn = Callable[[Tensor, int], Tensor]  # (state x, time t) -> x with known parts imposed
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def ddim_sample(
     dtype: torch.dtype = torch.float32,
     callback: Callable[[DDIMStep], None] | None = None,
     progress: bool = False,
+    constrain: ConstrainFn | None = None,
 ) -> Tensor:
     """DDIM sampling with dynamic thresholding (official A2V-FDM sampler, see the module docstring).
 
@@ -239,6 +241,8 @@ def ddim_sample(
         device, dtype: where/what to draw x_T when a shape is given (default: ``alphas_cumprod.device``).
         callback: called with a ``DDIMStep`` after every step.
         progress: show a tqdm bar.
+        constrain: ``(x, t) -> x`` applied to the state before every denoiser call (inpainting:
+            known frames re-noised to step t's level); None = unconstrained.
 
     Returns:
         x: (B, C, F, H, W) the final sample.
@@ -271,6 +275,8 @@ def ddim_sample(
             a, a_next = ab[t], (one if final else ab[t_next])
             add_noise = not final
 
+        if constrain is not None:
+            x = constrain(x, t)
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
         eps = denoise_fn(x, t_batch)
         x0_raw = sqrt_recip[t] * x - sqrt_recipm1[t] * eps
@@ -305,6 +311,7 @@ def dpmpp_2m_sample(
     dtype: torch.dtype = torch.float32,
     callback: Callable[[DDIMStep], None] | None = None,
     progress: bool = False,
+    constrain: ConstrainFn | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): a deterministic second-order multistep ODE solver.
 
@@ -332,6 +339,8 @@ def dpmpp_2m_sample(
         device, dtype: where/what to draw x_T when a shape is given (default: ``alphas_cumprod.device``).
         callback: called with a ``DDIMStep`` after every step (``x0`` is the thresholded prediction, not D).
         progress: show a tqdm bar.
+        constrain: ``(x, t) -> x`` applied to the state before every denoiser call (as in
+            ``ddim_sample``).
 
     Returns:
         x: (B, C, F, H, W) the final sample.
@@ -351,6 +360,8 @@ def dpmpp_2m_sample(
     h_prev = 0.0
     for i, (t, t_next) in enumerate(tqdm(steps, disable=not progress, desc="DPM-Solver++")):
         final = i == len(steps) - 1 or t_next < 0
+        if constrain is not None:
+            x = constrain(x, t)
         t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
         eps = denoise_fn(x, t_batch)
         x0_raw = (x - float(sigma[t]) * eps) / float(alpha[t])

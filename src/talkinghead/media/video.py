@@ -47,6 +47,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 # Sample rates the AAC encoder accepts; other inputs are resampled to 48 kHz.
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _AAC_FRAME = 1024  # samples per AAC frame
+_FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"  # playable while it is written
 
 
 class VideoError(ValueError):
@@ -155,6 +156,8 @@ class VideoWriter:
         preset: x264 speed preset.
         pad_to_even: yuv420p needs even width and height; pad odd sizes by repeating the last
             row/column (True) or raise ``VideoError`` (False).
+        fragmented: a fragmented mp4 (a keyframe and a fragment every second, no encoder delay,
+            packets flushed) that a player can open while it grows at ``partial_path``.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         pad_to_even: bool = True,
+        fragmented: bool = False,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps={fps} must be positive")
@@ -178,6 +182,7 @@ class VideoWriter:
         self.crf = crf
         self.preset = preset
         self.pad_to_even = pad_to_even
+        self.fragmented = fragmented
         self.num_frames = 0
         self._audio = _AudioTrack(Path(audio_path)) if audio_path is not None else None
         fd, self._tmp = tempfile.mkstemp(
@@ -188,6 +193,8 @@ class VideoWriter:
         self._cleanup = weakref.finalize(self, _remove_quietly, self._tmp)
         try:
             options = {"movflags": "+faststart"} if self.path.suffix in (".mp4", ".mov") else {}
+            if fragmented:
+                options = {"movflags": _FRAGMENTED, "flush_packets": "1"}
             self._container: Any = av.open(self._tmp, mode="w", options=options)
         except (av.FFmpegError, ValueError) as exc:
             self._abort_files()
@@ -195,6 +202,11 @@ class VideoWriter:
         self._stream: Any = None
         self._size: tuple[int, int] | None = None  # (H, W) of the input frames
         self._closed = False
+
+    @property
+    def partial_path(self) -> Path:
+        """Where the file grows until ``close`` moves it to ``path``."""
+        return Path(self._tmp)
 
     def __enter__(self) -> Self:
         return self
@@ -220,6 +232,9 @@ class VideoWriter:
         stream.height, stream.width = height + height % 2, width + width % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(self.crf), "preset": self.preset}
+        if self.fragmented:
+            gop = str(max(1, round(self.fps)))
+            stream.options |= {"tune": "zerolatency", "g": gop, "keyint_min": gop}
         self._stream = stream
         self._size = (height, width)
         if self._audio is not None:
