@@ -17,7 +17,7 @@ without Cython, ONNX or the BFM file:
    number we do not reproduce. Our landmarks, best first:
    * ``bfm_path`` given: the 68 sparse 3DMM landmarks of 3DDFA (3-D, the older DAWN extractor's
      definition), from a user-supplied ``bfm_noneck_v3`` (.npz with u/w_shp/w_exp/keypoints, or
-     the original .pkl, unpickled only because the user named it);
+     the original .pkl, read by ``safe_pickle`` as plain data only);
    * otherwise the regressor checkpoint's auxiliary 68-point 2-D head (``fc_lm``, trained with
      3DDFA_V2 but unused there): the same landmark definition without depth, so ratios differ
      slightly from the 3-D ones for turned heads;
@@ -34,7 +34,6 @@ without Cython, ONNX or the BFM file:
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import torch
 from talkinghead.face.faceboxes import BGR_MEAN, FaceBoxes, decode_boxes, nms, prior_boxes
 from talkinghead.face.pose_regressor import FaceRegressor, clean_state_dict, load_face_regressor
 from talkinghead.media.image import rgb_to_bgr
+from talkinghead.safe_pickle import load_data_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def load_bfm_keypoints(path: str | Path, shape_dim: int = 40, exp_dim: int = 10)
     """The 68-landmark rows of a 3DDFA BFM: ``u (204,)``, ``w_shp (204, 40)``, ``w_exp (204, 10)``.
 
     ``path``: ``bfm_noneck_v3`` as .npz (arrays u, w_shp, w_exp, keypoints) or the original .pkl
-    (a pickled dict; unpickling runs code, so this is only done for a file the user passed).
+    (a pickled dict of arrays, read by ``safe_pickle.load_data_pickle``: plain data only, no code).
     ``keypoints`` index the flattened (x, y, z)-interleaved vertex array.
     """
     path = Path(path)
@@ -223,8 +223,7 @@ def load_bfm_keypoints(path: str | Path, shape_dim: int = 40, exp_dim: int = 10)
         with np.load(path) as data:
             bfm = {k: data[k] for k in ("u", "w_shp", "w_exp", "keypoints")}
     else:
-        with path.open("rb") as f:
-            bfm = pickle.load(f)  # explicit user-supplied file
+        bfm = load_data_pickle(path)
     idx = np.asarray(bfm["keypoints"]).astype(np.int64).ravel()
     if idx.size != 204:
         raise ValueError(f"BFM keypoints must index 68 x 3 values, got {idx.size}")
@@ -413,8 +412,7 @@ class FaceAnalyzer:
             with np.load(stats_file) as stats:
                 mean, std = stats["mean"], stats["std"]
         else:
-            with stats_file.open("rb") as f:
-                stats = pickle.load(f)  # the official 3DDFA_V2 asset
+            stats = load_data_pickle(stats_file)  # the official 3DDFA_V2 asset
             mean, std = stats["mean"], stats["std"]
         self.param_mean = np.asarray(mean, np.float64).ravel()
         self.param_std = np.asarray(std, np.float64).ravel()
