@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from talkinghead.checkpoints import MissingFilesError, sha256_file
+from talkinghead.errors import first_line
 from talkinghead.registry import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -86,13 +87,8 @@ def _explain(err: BaseException, repo_id: str, dest: Path) -> str | None:
             "again: the files already complete are kept."
         )
     if isinstance(err, errors.HfHubHTTPError):
-        return f"the Hugging Face Hub refused {repo_id} ({_first_sentence(err)}); retry later, or {_WHAT_TO_DO}."
+        return f"the Hugging Face Hub refused {repo_id} ({first_line(err)}); retry later, or {_WHAT_TO_DO}."
     return None
-
-
-def _first_sentence(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from talkinghead.files import write_json
 from talkinghead.data.layout import (
     CLIPS_DIR,
     FPS,
@@ -424,7 +425,5 @@ def prepare_dataset(
         generator={**settings, "seed": seed, "test_fraction": test_fraction},
     )
     write_manifest(root, manifest)
-    tmp = root / f".{SKIPPED_NAME}.tmp"
-    tmp.write_text(json.dumps(sorted(skipped, key=lambda s: s["path"]), indent=1))
-    os.replace(tmp, root / SKIPPED_NAME)
+    write_json(root / SKIPPED_NAME, sorted(skipped, key=lambda s: s["path"]))
     return PrepareResult(manifest, skipped, written)
