@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from talkinghead.dawn.configs import PoseBlinkConfig
+from talkinghead.dawn.models.layers3d import ChannelLayerNorm, PreNorm, Residual
 from talkinghead.dawn.models.local_attention import dense_attention, local_attention
 from talkinghead.dawn.models.relative_position import RelativePositionBias
 from talkinghead.dawn.models.rotary import RotaryEmbedding, rotary_frequencies
@@ -131,38 +132,6 @@ class _Attention(nn.Module):
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
-class _GammaLayerNorm(nn.Module):
-    """Official custom LayerNorm: learnable scale ``gamma`` (1, 1, dim), no shift, biased variance."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(1, 1, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        var = torch.var(x, dim=-1, unbiased=False, keepdim=True)
-        mean = torch.mean(x, dim=-1, keepdim=True)
-        return (x - mean) / (var + self.eps).sqrt() * self.gamma
-
-
-class _PreNorm(nn.Module):
-    def __init__(self, dim: int, fn: _Attention) -> None:
-        super().__init__()
-        self.fn, self.norm = fn, _GammaLayerNorm(dim)
-
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        return self.fn(self.norm(x), **kwargs)
-
-
-class _Residual(nn.Module):
-    def __init__(self, fn: _PreNorm) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        return self.fn(x, **kwargs) + x
-
-
 class _FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
@@ -233,7 +202,7 @@ class PoseBlinkDecoder(nn.Module):
         # both are the same deterministic function here
         rotary = RotaryEmbedding(cfg.rotary_dim)
         attn = _Attention(d, cfg.num_heads, cfg.dim_head, rotary, fused_qkv=True)
-        self.init_temporal_attn = _Residual(_PreNorm(d, attn))
+        self.init_temporal_attn = Residual(PreNorm(d, attn, ChannelLayerNorm(d, axis=-1, ndim=3)))
         self.seqTransDecoder = _DecoderStack(cfg, rotary)
         self.finallayer = nn.Linear(d, cfg.motion_dim)
         self.eval_window = cfg.eval_window
