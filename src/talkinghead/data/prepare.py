@@ -178,7 +178,7 @@ def prepare_video(
     Raises:
         ValueError: the video cannot be decoded, has no (usable) audio, no face or < 2 frames.
     """
-    from talkinghead.face.analysis import crop_and_resize, face_bbox_in_crop, square_crop_box
+    from talkinghead.face.crop import crop_and_resize, face_bbox_in_crop, square_crop_box
     from talkinghead.media.audio import load_audio, num_video_frames
     from talkinghead.media.audio_features import log_mel_features
     from talkinghead.media.video import probe_video

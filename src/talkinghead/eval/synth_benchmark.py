@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from talkinghead.data.synth.face import FaceStyle
+from talkinghead.data.synth.style import FaceStyle
 from talkinghead.eval.evaluate import write_json  # noqa: F401 - the CLI writes the summary with it
 from talkinghead.eval.metrics import count_blinks, psnr
 

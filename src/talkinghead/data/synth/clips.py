@@ -2,7 +2,7 @@
 
 The training data of ``talkinghead data synth``. Each clip (deterministic by seed) has:
 
-* a random person (``synth_face.sample_style``) drawn by ``synth_face.render_frame``;
+* a random person (``synth/style.py``: ``sample_style``) drawn by ``synth/face.py``: ``render_frame``;
 * speech (``synth_voice``: espeak-ng sentences or the built-in formant voice);
 * per-frame states (``sample_motion``): smooth random head pose drift (yaw, pitch, roll, translation,
   scale), blinks every 2-6 s lasting 0.15-0.25 s, and a mouth opening that follows the loudness
@@ -31,13 +31,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from talkinghead.data.synth.face import (
-    FaceStyle,
-    FrameState,
-    render_background,
-    render_frame,
-    sample_style,
-)
+from talkinghead.data.synth.face import FrameState, render_frame
+from talkinghead.data.synth.style import FaceStyle, render_background, sample_style
 from talkinghead.data.synth.voice import SAMPLE_RATE, loudness_envelope, synthesize_speech
 from talkinghead.media.audio import num_video_frames
 
