@@ -123,7 +123,7 @@ def seeded(seed: int) -> Iterator[None]:
     """Run a block (network construction) on the global CPU RNG seeded with ``seed``, then put the
     caller's RNG state back: module constructors draw their initial weights from it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manualderive_seed(derive_seed(seed, 0x1417))
+        torch.manual_seed(derive_seed(seed, 0x1417))
         yield
 
 
@@ -321,10 +321,8 @@ def train(
                 metrics: dict[str, Tensor] = {}
                 for micro in range(cfg.grad_accum):
                     index = step * cfg.grad_accum + micro
-                    torch.manualderive_seed(
-                        derive_seed(cfg.seed, info.rank, index, 0x61)
-                    )  # dropout
-                    gen = torch.Generator(info.device).manualderive_seed(
+                    torch.manual_seed(derive_seed(cfg.seed, info.rank, index, 0x61))  # dropout
+                    gen = torch.Generator(info.device).manual_seed(
                         derive_seed(cfg.seed, info.rank, index)
                     )
                     batch = to_device(next(batches), info.device)
