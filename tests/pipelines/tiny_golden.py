@@ -1,12 +1,13 @@
 """The tiny-pipeline golden slice: one end-to-end generation whose strided samples are committed.
 
-``run_tiny_golden`` builds what ``talkinghead generate --preset tiny`` builds (``random_modules`` of the
-tiny preset, seed 0, log-mel audio, no HuBERT, ``FaceAnalyzer`` without 3DDFA weights) and generates 1.2 s
-of the packaged demo speech on the CPU with a fixed seed. The portrait is the packaged demo portrait,
-edge-padded off-centre into a 96 x 112 image, and the detector is replaced by its known face box (so no
-OpenCV cascade decides the box; the analyzer's own crop and face-location bbox code runs). The face crop, the face-location bbox, PBNet's pose and blink
-deltas, the UNet's DDIM sampling and the LFG decode all feed the sampled values, so a change in the
-glue between them changes the numbers even when every shape still holds.
+``run_tiny_golden`` builds the pipeline of ``talkinghead generate --preset tiny``
+(``cli.generate.random_pipeline``: ``random_modules`` of the tiny preset, seed 0, log-mel audio, no
+HuBERT) and generates 1.2 s of the packaged demo speech on the CPU with a fixed seed. The portrait is
+the packaged demo portrait, edge-padded off-centre into a 96 x 112 image; the detector is replaced by
+its known face box (so no OpenCV cascade decides the box; the analyzer's own crop and face-location
+bbox code runs). The face crop, the face-location bbox, PBNet's pose and blink deltas, the UNet's
+DDIM sampling and the LFG decode all feed the sampled values, so a change in the glue between them
+changes the numbers even when every shape still holds.
 
 ``tests/fixtures/tiny_pipeline_golden.json`` holds the expected values; only
 ``scripts/update_golden.py`` writes it (after a deliberate change of behaviour).
@@ -19,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from talkinghead.dawn.configs import PRESETS, GenerateOptions
-from talkinghead.dawn.pipeline import DawnPipeline
-from talkinghead.dawn.weights import random_modules
+from talkinghead.cli.generate import random_pipeline
+from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.demo import DEMO_DIR, FACE_FILE, PORTRAIT, SPEECH, KnownFace
 from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
@@ -65,18 +65,12 @@ def run_tiny_golden() -> dict[str, Any]:
 
 
 def _generate() -> dict[str, Any]:
-    cfg = PRESETS["tiny"]
     portrait = np.pad(load_portrait(DEMO_DIR / PORTRAIT), PAD, mode="edge")
     box = KnownFace.from_json(DEMO_DIR / FACE_FILE).state.box.copy()
     box[[0, 2]] += PAD[1][0]
     box[[1, 3]] += PAD[0][0]
-    pipe = DawnPipeline(
-        random_modules(cfg, seed=0),
-        audio_encoder=None,
-        config=cfg,
-        face_analyzer=_KnownBoxAnalyzer(box),
-        audio_features="logmel",
-    )
+    pipe = random_pipeline("tiny", "cpu", None, torch.float32)  # what --preset tiny builds
+    pipe.face_analyzer = _KnownBoxAnalyzer(box)
     audio = load_audio(DEMO_DIR / SPEECH)[: int(SECONDS * 16000)]
     result = pipe(portrait, audio, OPTIONS)
     frames = np.concatenate(list(result.frames))
