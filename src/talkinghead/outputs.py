@@ -2,16 +2,14 @@
 
 ``save_stream`` writes a fragmented mp4 as frames arrive (``talkinghead generate --stream``).
 Everything is atomic: the video goes through ``VideoWriter`` (temp file, renamed on success), frames
-into ``<dir>.partial`` renamed at the end, motion arrays through temp files. A failure or Ctrl-C
-leaves nothing half-written behind.
+through ``files.atomic_directory`` (a temp folder renamed at the end), motion arrays through ``files.atomic_output``. A failure or
+Ctrl-C leaves nothing half-written behind; every file gets the permissions ``open()`` would give it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from talkinghead.dawn.pipeline import GenerationResult
+from talkinghead.files import atomic_directory, atomic_output
 from talkinghead.media.video import VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -34,14 +33,10 @@ def save_result(
     """Stream ``result.frames`` into an H.264 + AAC mp4 (and PNGs); returns the number of frames."""
     if result.frames is None:
         raise ValueError("this result's frames were already consumed")
-    frames_tmp = None
-    if frames_dir is not None:
-        frames_dir = Path(frames_dir)
-        frames_tmp = frames_dir.with_name(frames_dir.name + ".partial")
-        shutil.rmtree(frames_tmp, ignore_errors=True)
-        frames_tmp.mkdir(parents=True)
     count = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(setattr, result, "frames", None)
+        frames_tmp = stack.enter_context(atomic_directory(frames_dir)) if frames_dir else None
         with VideoWriter(output, fps=result.fps, audio_path=audio_path) as writer:
             for batch in result.frames:
                 for frame in batch:
@@ -49,16 +44,6 @@ def save_result(
                     if frames_tmp is not None:
                         Image.fromarray(frame).save(frames_tmp / f"{count:06d}.png")
                     count += 1
-        if frames_tmp is not None:
-            assert frames_dir is not None
-            shutil.rmtree(frames_dir, ignore_errors=True)
-            frames_tmp.rename(frames_dir)
-    except BaseException:
-        if frames_tmp is not None:
-            shutil.rmtree(frames_tmp, ignore_errors=True)
-        raise
-    finally:
-        result.frames = None
     return count
 
 
@@ -94,13 +79,7 @@ def save_motion(result: GenerationResult, stem: str | Path) -> tuple[Path, Path]
     written = []
     for suffix, array in ((".pose.npy", result.motion.pose), (".blink.npy", result.motion.eye)):
         target = stem.with_name(stem.name + suffix)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(array, np.float32))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(target) as tmp, tmp.open("wb") as f:
+            np.save(f, np.asarray(array, np.float32))
         written.append(target)
     return written[0], written[1]

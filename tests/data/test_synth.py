@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from talkinghead import cli
+from talkinghead.data.clip_writer import held_out_split
 from talkinghead.data.layout import ClipReader, read_manifest
 from talkinghead.data.synth.clips import (
     blink_openness,
-    held_out_split,
     synthesize_clip,
     write_synth_dataset,
 )
@@ -164,10 +164,26 @@ def test_resume_skips_finished_clips(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_held_out_split_is_stable() -> None:
-    small, large = held_out_split(0, 20, 0.1), held_out_split(0, 200, 0.1)
-    assert large[:20] == small or sum(small) == 1  # per-index draws; one forced when none
-    assert held_out_split(0, 200, 0.1) == large and 5 <= sum(large) <= 40
-    assert sum(held_out_split(1, 2, 0.1)) == 1
+    ids = [f"{i:06d}" for i in range(200)]
+    small, large = held_out_split(ids[:20], 0, 0.1), held_out_split(ids, 0, 0.1)
+    # seed 0 holds out clips 8 and 15 of the first 20 by their own draws (no clip forced), and adding
+    # clips never moves a clip already there to the other split
+    assert [i for i, t in enumerate(small) if t] == [8, 15]
+    assert large[:20] == small and held_out_split(ids, 0, 0.1) == large and sum(large) == 21
+
+
+def test_held_out_split_forces_one_test_clip_only_when_none_is_drawn() -> None:
+    ids = [f"{i:06d}" for i in range(3)]
+    # seed 3: no draw is below 0.1, so the smallest (clip 2) is forced; with fraction 0 none is
+    assert held_out_split(ids, 3, 0.1) == [False, False, True]
+    assert held_out_split(ids, 3, 0.0) == [False, False, False]
+    assert held_out_split(ids[:1], 3, 0.1) == [False]  # a single clip is never held out
+    # seed 3 draws 0.97, 0.96, 0.48: at 0.99 all would be test, so the largest draw (clip 0) trains
+    assert held_out_split(ids, 3, 0.99) == [False, True, True]
+    # names draw by their hash, stable across calls and order-independent
+    names = ["bob-1", "amy-2", "zed"]
+    assert held_out_split(names, 0, 0.5) == [False, True, True]
+    assert held_out_split(names[::-1], 0, 0.5) == [True, True, False]
 
 
 def test_cli_data_synth(tmp_path: Path) -> None:

@@ -16,15 +16,13 @@ from talkinghead.face.analysis import (
     FaceAnalyzer,
     FaceNotFoundError,
     bfm_landmarks,
-    crop_and_resize,
     eye_ratios,
     haar_available,
     load_bfm_keypoints,
-    paste_back,
     pose_from_params,
     roi_box_from_bbox,
-    square_crop_box,
 )
+from talkinghead.face.crop import CROP_MARGIN, crop_and_resize, paste_back, square_crop_box
 from talkinghead.face.faceboxes import FaceBoxes, nms, prior_boxes
 from talkinghead.face.pose_regressor import clean_state_dict, load_face_regressor
 from talkinghead.media.image import load_portrait
@@ -213,7 +211,7 @@ def test_square_crop_box_is_square_and_contains_face() -> None:
     face = np.array([300.0, 200.0, 420.0, 360.0])
     box = square_crop_box(face, (800, 1000))
     x0, y0, x1, y1 = box
-    assert x1 - x0 == y1 - y0 == round(140 * face_mod.CROP_MARGIN)
+    assert x1 - x0 == y1 - y0 == round(140 * CROP_MARGIN)
     assert x0 <= face[0] and y0 <= face[1] and face[2] <= x1 and face[3] <= y1
     near_edge = square_crop_box(np.array([0.0, 0.0, 100.0, 100.0]), (400, 400))
     assert near_edge[:2] == (0, 0)  # shifted inside instead of padded

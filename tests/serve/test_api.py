@@ -30,7 +30,7 @@ def test_submit_poll_download_mp4(live: ServerProcess, media, tmp_path) -> None:
     assert job["state"] == "succeeded", job
     assert job["result"]["frames"] == 15 and job["result"]["fps"] == 25
     assert job["result_url"] == f"/v1/jobs/{job['id']}/result"
-    assert seen_stages <= {"prepare", "sample", "decode"} and "decode" in seen_stages
+    assert seen_stages <= {"prepare", "denoise", "decode"} and "decode" in seen_stages
 
     video = live.client.get(job["result_url"])
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"

@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 
 from talkinghead.dawn.training import a2v, pbnet
 from talkinghead.train import TrainConfig, run_stage
-from talkinghead.train.loop import ResumableBatchSampler, load_checkpoint, lr_at, train
+from talkinghead.train.data_order import ResumableBatchSampler
+from talkinghead.train.loop import load_checkpoint, lr_at, train
 
 
 def _cfg(stage: str, data: Path, run_dir: Path, **kw) -> TrainConfig:

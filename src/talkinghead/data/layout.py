@@ -29,13 +29,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.io import wavfile
+
+from talkinghead.files import PARTIAL_SUFFIX, atomic_directory, atomic_write_text
 
 __all__ = [
     "CLIPS_DIR",
@@ -61,7 +62,7 @@ FPS = 25  # video frames per second of every clip
 SAMPLE_RATE = 16000  # Hz of audio.wav
 CLIPS_DIR = "clips"
 MANIFEST_NAME = "manifest.json"
-_PARTIAL_PREFIX = ".partial-"
+_OLD_PARTIAL_PREFIX = ".partial-"  # temp clip folders of runs before files.atomic_directory
 _PER_FRAME = {"pose": 6, "eye": 2, "bbox": 6, "mouth_box": 4}  # name -> width
 
 
@@ -125,7 +126,12 @@ def remove_partial_clips(clips_dir: str | os.PathLike[str]) -> int:
     clips_dir = Path(clips_dir)
     if not clips_dir.is_dir():
         return 0
-    stale = [p for p in clips_dir.iterdir() if p.name.startswith(_PARTIAL_PREFIX)]
+    stale = [
+        p
+        for p in clips_dir.iterdir()
+        if p.name.startswith(_OLD_PARTIAL_PREFIX)
+        or (p.name.startswith(".") and p.name.endswith(PARTIAL_SUFFIX))
+    ]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return len(stale)
@@ -164,9 +170,7 @@ def write_clip(
     final = clips_dir / clip_id
     if final.exists():
         raise FileExistsError(f"clip directory already exists: {final}")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{clip_id}-", dir=clips_dir))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is meant to be shared
-    try:
+    with atomic_directory(final, replace=False) as tmp:
         np.save(tmp / "frames.npy", np.ascontiguousarray(clip.frames))
         _save_wav(tmp / "audio.wav", clip.audio)
         np.save(tmp / f"audio_{audio_feature}.npy", clip.audio_features.astype(np.float32))
@@ -193,10 +197,6 @@ def write_clip(
         }
         # clip.json last: its presence marks a complete clip even on filesystems without rename
         (tmp / "clip.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -237,9 +237,7 @@ def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
     data["clips"] = [
         {"id": c.id, "num_frames": c.num_frames, "split": c.split, **c.info} for c in manifest.clips
     ]
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,20 +32,18 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
+from talkinghead.data.clip_writer import completed_clips, held_out_split, run_clip_jobs
 from talkinghead.data.layout import (
     CLIPS_DIR,
     FPS,
     ClipData,
     ClipEntry,
-    ClipReader,
     Manifest,
-    clip_done,
-    remove_partial_clips,
     write_clip,
     write_manifest,
 )
+from talkinghead.files import write_json
 from talkinghead.media.video import VIDEO_SUFFIXES
 
 __all__ = [
@@ -181,7 +178,7 @@ def prepare_video(
     Raises:
         ValueError: the video cannot be decoded, has no (usable) audio, no face or < 2 frames.
     """
-    from talkinghead.face.analysis import crop_and_resize, face_bbox_in_crop, square_crop_box
+    from talkinghead.face.crop import crop_and_resize, face_bbox_in_crop, square_crop_box
     from talkinghead.media.audio import load_audio, num_video_frames
     from talkinghead.media.audio_features import log_mel_features
     from talkinghead.media.video import probe_video
@@ -295,21 +292,6 @@ def _video_job(job: tuple) -> tuple[str, str, int, str | None]:
     return clip_id, str(path), clip.num_frames, None
 
 
-def _is_test(clip_id: str, seed: int, fraction: float) -> bool:
-    """Held out by a hash of the id: stable when more videos are added later."""
-    digest = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def _splits(ids: list[str], seed: int, fraction: float) -> list[bool]:
-    is_test = [_is_test(i, seed, fraction) for i in ids]
-    if len(ids) >= 2 and fraction > 0 and not any(is_test):
-        # the smallest hash becomes the (deterministic) single test clip
-        draws = [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in ids]
-        is_test[int(np.argmin([int.from_bytes(d[:8], "big") for d in draws]))] = True
-    return is_test
-
-
 def prepare_dataset(
     inputs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -357,24 +339,13 @@ def prepare_dataset(
         )
     root = Path(out_dir)
     clips_dir = root / CLIPS_DIR
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    if removed := remove_partial_clips(clips_dir):
-        logger.info("removed %d half-written clips", removed)
     taken: set[str] = set()
     ids = []
     for path in videos:
         ids.append(clip_id_for(path, taken))
         taken.add(ids[-1])
-    frames: dict[str, int] = {}
-    for clip_id in ids:
-        if clip_done(clips_dir, clip_id):
-            info = ClipReader(clips_dir / clip_id).info
-            if info.get("settings") != settings:
-                raise ValueError(
-                    f"{clips_dir / clip_id} was made with other settings "
-                    f"({info.get('settings')}); use a new OUT_DIR"
-                )
-            frames[clip_id] = int(info["num_frames"])
+    completed = completed_clips(clips_dir, ids, "settings", settings)
+    frames = {cid: int(info["num_frames"]) for cid, info in completed.items()}
     jobs = [
         (clips_dir, cid, path, settings, video)
         for cid, path in zip(ids, videos)
@@ -387,34 +358,30 @@ def prepare_dataset(
         None if hubert_dir is None else str(hubert_dir),
         1 if workers > 1 else 0,
     )
-    with tqdm(total=len(ids), initial=len(frames), disable=not progress, unit="video") as bar:
-        if workers == 1 or len(jobs) <= 1:
-            _worker_init(*init_args)
-            results: Iterator = map(_video_job, jobs)
-            pool = None
-        else:
-            ctx = multiprocessing.get_context("spawn")  # fork + torch/OpenMP threads can hang
-            pool = ctx.Pool(min(workers, len(jobs)), initializer=_worker_init, initargs=init_args)
-            results = pool.imap_unordered(_video_job, jobs)
-        try:
-            for clip_id, path, count, error in results:
-                if error is None:
-                    frames[clip_id] = count
-                    written.append(clip_id)
-                else:
-                    logger.warning("skipped %s: %s", path, error)
-                    skipped.append({"path": path, "reason": error})
-                bar.update()
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
-            _WORKER.clear()
+    try:
+        for clip_id, path, count, error in run_clip_jobs(
+            jobs,
+            _video_job,
+            workers=workers,
+            total=len(ids),
+            initializer=_worker_init,
+            initargs=init_args,
+            progress=progress,
+            unit="video",
+        ):
+            if error is None:
+                frames[clip_id] = count
+                written.append(clip_id)
+            else:
+                logger.warning("skipped %s: %s", path, error)
+                skipped.append({"path": path, "reason": error})
+    finally:
+        _WORKER.clear()
     done = [cid for cid in ids if cid in frames]
     sources = dict(zip(ids, map(str, videos)))
     entries = [
         ClipEntry(cid, frames[cid], "test" if t else "train", {"source": sources[cid]})
-        for cid, t in zip(done, _splits(done, seed, test_fraction))
+        for cid, t in zip(done, held_out_split(done, seed, test_fraction))
     ]
     manifest = Manifest(
         resolution=resolution,
@@ -424,7 +391,5 @@ def prepare_dataset(
         generator={**settings, "seed": seed, "test_fraction": test_fraction},
     )
     write_manifest(root, manifest)
-    tmp = root / f".{SKIPPED_NAME}.tmp"
-    tmp.write_text(json.dumps(sorted(skipped, key=lambda s: s["path"]), indent=1))
-    os.replace(tmp, root / SKIPPED_NAME)
+    write_json(root / SKIPPED_NAME, sorted(skipped, key=lambda s: s["path"]))
     return PrepareResult(manifest, skipped, written)

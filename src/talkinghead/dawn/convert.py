@@ -27,8 +27,6 @@ import dataclasses
 import logging
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -44,6 +42,8 @@ from talkinghead import checkpoints
 from talkinghead.dawn.configs import FaceLocConfig
 from talkinghead.dawn.modules import write_dawn_index
 from talkinghead.diffusion import schedules
+from talkinghead.errors import first_line
+from talkinghead.files import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,8 @@ def load_official(path: str | Path) -> Mapping[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"{path} is not a plain tensor checkpoint; refusing to unpickle it ({first_line})."
+            f"{path} is not a plain tensor checkpoint; refusing to unpickle it ({first_line(err)})."
         ) from err
     if isinstance(obj, Mapping):
         return obj
@@ -382,8 +381,7 @@ def _write_model_dir(
 ) -> Path:
     """Write one model directory atomically: into a temp dir next to it, then rename."""
     final = out_dir / name
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp"))
-    try:
+    with atomic_directory(final) as tmp:
         for component, (model, cfg, meta) in parts.items():
             key = {"flow_ae": f"flow_ae_{resolution}", "unet": f"unet_{resolution}"}.get(
                 component, component
@@ -392,17 +390,6 @@ def _write_model_dir(
                 meta = {**meta, "source_file": files[key].relative_to(src).as_posix()}
             checkpoints.save_component(model, cfg, tmp / component, meta)
         write_dawn_index(tmp, resolution, audio_features="hubert")  # official DAWN: HuBERT-large
-        if final.exists():
-            old = final.with_name(f".{name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

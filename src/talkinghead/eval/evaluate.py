@@ -11,15 +11,16 @@ which face track, alignment and motion signal its numbers came from.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from talkinghead import files
 from talkinghead.eval.features import Features, extract_features
 from talkinghead.eval.media import UnreadableVideoError, list_videos, read_video
 from talkinghead.eval.metrics import (
@@ -254,6 +255,14 @@ def _rounded(row: dict) -> dict:
     return out
 
 
-def write_json(summary: dict, path: str | Path) -> None:
-    """Write ``summary`` as indented JSON."""
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+def write_json(summary: dict[str, Any], path: str | Path) -> None:
+    """Write a metrics summary as indented JSON, atomically (NaN and infinities as null)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        return x
+
+    files.write_json(path, clean(summary))

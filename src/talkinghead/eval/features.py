@@ -43,6 +43,7 @@ from talkinghead.eval.networks import MetricNetworks
 from talkinghead.eval.s3fd import detect_faces
 from talkinghead.eval.syncnet import SYNC_FPS, syncnet_features
 from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +97,8 @@ def _load_cache(cache_file: Path, signature: str, setup: str) -> Features:
 
 
 def _save_cache(cache_file: Path, feats: Features) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
-    np.savez(tmp, **feats)
-    tmp.replace(cache_file)  # atomic: an interrupted run never leaves a half-written cache
+    with atomic_output(cache_file, suffix=".npz") as tmp:  # never a half-written cache
+        np.savez(tmp, **feats)
 
 
 def _batched(

@@ -24,7 +24,6 @@ and LFG PSNR >= 28 dB.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from talkinghead.data.synth.face import FaceStyle
+from talkinghead.data.synth.style import FaceStyle
+from talkinghead.eval.evaluate import write_json  # noqa: F401 - the CLI writes the summary with it
 from talkinghead.eval.metrics import count_blinks, psnr
 
 __all__ = [
@@ -76,7 +76,9 @@ class SynthBenchOptions:
     pbnet: bool = False  # also generate with PBNet pose/blinks (blink rate)
 
 
-def _share(pixels: np.ndarray, targets: Sequence[Sequence[float]], others: np.ndarray) -> np.ndarray:
+def _share(
+    pixels: np.ndarray, targets: Sequence[Sequence[float]], others: np.ndarray
+) -> np.ndarray:
     """Soft share of each pixel ``(..., 3)`` that belongs to ``targets`` rather than ``others``:
     a softmax over all colours of ``-(distance / _TAU)^2``, summed over the targets -> ``(...)``."""
     colours = np.concatenate([np.asarray(targets, np.float64), np.asarray(others, np.float64)])
@@ -220,8 +222,11 @@ def _generate(
     pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
     x0, x1, y0, y1 = np.asarray(reader.array("bbox")[0][:4], np.float64)
     face = FaceState(
-        box=np.array([x0, y0, x1, y1, 1.0]), pose=pose[0], eye=eye[0],
-        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64), crop_box=(0, 0, w, h),
+        box=np.array([x0, y0, x1, y1, 1.0]),
+        pose=pose[0],
+        eye=eye[0],
+        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
+        crop_box=(0, 0, w, h),
         detector="ground truth",
     )
     gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed, crop=False)
@@ -264,7 +269,9 @@ def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) 
             continue
         gen = _resize(_generate(pipe, reader, options, seed, use_pbnet), data_size)
         row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box, style), truth_open)
-        row[f"blink_rate_{name}"] = len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
+        row[f"blink_rate_{name}"] = (
+            len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
+        )
     return row
 
 
@@ -320,16 +327,3 @@ def format_table(summary: dict[str, Any]) -> str:
             f"goal {metric} >= {goal}: {value:.3f} ({'met' if value >= goal else 'not met'})"
         )
     return "\n".join(lines)
-
-
-def write_json(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the summary (NaN as null)."""
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, float) and not np.isfinite(x):
-            return None
-        return x
-
-    Path(path).write_text(json.dumps(clean(summary), indent=1))

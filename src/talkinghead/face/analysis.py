@@ -17,7 +17,7 @@ without Cython, ONNX or the BFM file:
    number we do not reproduce. Our landmarks, best first:
    * ``bfm_path`` given: the 68 sparse 3DMM landmarks of 3DDFA (3-D, the older DAWN extractor's
      definition), from a user-supplied ``bfm_noneck_v3`` (.npz with u/w_shp/w_exp/keypoints, or
-     the original .pkl, unpickled only because the user named it);
+     the original .pkl, read by ``safe_pickle`` as plain data only);
    * otherwise the regressor checkpoint's auxiliary 68-point 2-D head (``fc_lm``, trained with
      3DDFA_V2 but unused there): the same landmark definition without depth, so ratios differ
      slightly from the 3-D ones for turned heads;
@@ -28,13 +28,12 @@ without Cython, ONNX or the BFM file:
    mesh's cheek extent, clipped to the crop. Only its ratios to H, W matter (the mask is built at
    the model resolution, §1.4 step 6).
 5. Crop: DAWN expects a face-centred square (its examples are square portraits where the face box
-   is about 1/1.7 of the side). ``square_crop_box`` reproduces that framing for any photo.
+   is about 1/1.7 of the side). ``face/crop.py``'s ``square_crop_box`` reproduces that framing for any photo.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +41,18 @@ import cv2
 import numpy as np
 import torch
 
+from talkinghead.face.crop import (  # crop_and_resize, paste_back: re-exported for dawn/pipeline.py
+    CROP_MARGIN,
+    CROP_SHIFT,
+    crop_and_resize,  # noqa: F401
+    face_bbox_in_crop,
+    paste_back,  # noqa: F401
+    square_crop_box,
+)
 from talkinghead.face.faceboxes import BGR_MEAN, FaceBoxes, decode_boxes, nms, prior_boxes
 from talkinghead.face.pose_regressor import FaceRegressor, clean_state_dict, load_face_regressor
 from talkinghead.media.image import rgb_to_bgr
+from talkinghead.safe_pickle import load_data_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +65,6 @@ ROI_SCALE, ROI_SHIFT = 1.58, 0.14  # 3DDFA ROI: side and downward shift relative
 REGRESSOR_SIZE = 120  # 3DDFA input side in pixels
 NEUTRAL_POSE = (0.0, 0.0, 0.0, 4.79e-4, 56.5, 64.9)  # official fallback init pose
 DEFAULT_EYE = (0.3, 0.3)  # official fallback eye ratios
-BBOX_SCALE = 1.1  # detector box -> approximate dense-mesh extent (horizontal)
-CROP_MARGIN = 1.7  # crop side / mean face-box side, as in the official example portraits
-CROP_SHIFT = 0.08  # crop centre moved up by this fraction of the mean face-box side
 CHECKPOINTS = ("mb1_120x120.pth", "mb05_120x120.pth")  # preference order in from_dir
 DETECTOR_FILE = "FaceBoxesProd.pth"
 PARAM_STATS = ("param_mean_std_62d_120x120.npz", "param_mean_std_62d_120x120.pkl")
@@ -213,7 +218,7 @@ def load_bfm_keypoints(path: str | Path, shape_dim: int = 40, exp_dim: int = 10)
     """The 68-landmark rows of a 3DDFA BFM: ``u (204,)``, ``w_shp (204, 40)``, ``w_exp (204, 10)``.
 
     ``path``: ``bfm_noneck_v3`` as .npz (arrays u, w_shp, w_exp, keypoints) or the original .pkl
-    (a pickled dict; unpickling runs code, so this is only done for a file the user passed).
+    (a pickled dict of arrays, read by ``safe_pickle.load_data_pickle``: plain data only, no code).
     ``keypoints`` index the flattened (x, y, z)-interleaved vertex array.
     """
     path = Path(path)
@@ -223,8 +228,7 @@ def load_bfm_keypoints(path: str | Path, shape_dim: int = 40, exp_dim: int = 10)
         with np.load(path) as data:
             bfm = {k: data[k] for k in ("u", "w_shp", "w_exp", "keypoints")}
     else:
-        with path.open("rb") as f:
-            bfm = pickle.load(f)  # explicit user-supplied file
+        bfm = load_data_pickle(path)
     idx = np.asarray(bfm["keypoints"]).astype(np.int64).ravel()
     if idx.size != 204:
         raise ValueError(f"BFM keypoints must index 68 x 3 values, got {idx.size}")
@@ -253,95 +257,6 @@ def bfm_landmarks(param: np.ndarray, bfm: dict, roi: np.ndarray) -> np.ndarray:
     out = np.stack([pts[0] * sx + roi[0], pts[1] * sy + roi[1], pts[2] * (sx + sy) / 2], axis=1)
     out[:, 2] -= out[:, 2].min()
     return out
-
-
-def square_crop_box(
-    face_box: np.ndarray, image_size: tuple[int, int], margin: float = CROP_MARGIN
-) -> tuple[int, int, int, int]:
-    """Face-centred square crop ``(x0, y0, x1, y1)`` (ints, x1 - x0 == y1 - y0).
-
-    Side = ``margin`` x the mean face-box side, centre moved up by ``CROP_SHIFT`` of it (to show
-    some hair, like DAWN's examples). If the square fits in the image it is shifted inside it
-    (no padding, face slightly off-centre); otherwise it stays centred and ``crop_and_resize`` pads.
-
-    Args:
-        face_box: (>= 4,) ``[x0, y0, x1, y1, ...]`` in pixels.
-        image_size: ``(H, W)`` of the image.
-    """
-    if margin <= 0:
-        raise ValueError(f"margin={margin} must be positive")
-    h, w = image_size
-    x0, y0, x1, y1 = (float(v) for v in face_box[:4])
-    mean_side = (x1 - x0 + y1 - y0) / 2
-    side = max(1, round(mean_side * margin))
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - CROP_SHIFT * mean_side
-    left, top = round(cx - side / 2), round(cy - side / 2)
-    if side <= w:
-        left = min(max(left, 0), w - side)
-    if side <= h:
-        top = min(max(top, 0), h - side)
-    return left, top, left + side, top + side
-
-
-def crop_and_resize(
-    image: np.ndarray, box: tuple[int, int, int, int], size: int, pad: str = "edge"
-) -> np.ndarray:
-    """Crop ``box`` from (H, W, 3) ``image`` and resize to (size, size, 3).
-
-    ``pad``: ``"edge"`` replicates border pixels where the box leaves the image, ``"black"`` fills 0.
-    """
-    if pad not in ("edge", "black"):
-        raise ValueError(f"pad={pad!r} must be 'edge' or 'black'")
-    x0, y0, x1, y1 = box
-    h, w = image.shape[:2]
-    border = [max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w)]
-    src = image
-    if any(border):
-        mode = cv2.BORDER_REPLICATE if pad == "edge" else cv2.BORDER_CONSTANT
-        src = cv2.copyMakeBorder(image, *border, mode, value=0)
-    crop = src[y0 + border[0] : y1 + border[0], x0 + border[2] : x1 + border[2]]
-    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(crop, (size, size), interpolation=interp)
-
-
-def paste_back(
-    original: np.ndarray, crop_frame: np.ndarray, box: tuple[int, int, int, int], feather: int = 0
-) -> np.ndarray:
-    """Inverse of ``crop_and_resize``: put a generated (S, S, 3) frame back into ``original``.
-
-    ``feather`` > 0 blends a linear ramp of that many pixels at the crop's edges (hides seams
-    where the generated background drifts). Parts of ``box`` outside the image are dropped.
-    """
-    x0, y0, x1, y1 = box
-    side = x1 - x0
-    patch = cv2.resize(crop_frame, (side, y1 - y0), interpolation=cv2.INTER_CUBIC)
-    alpha = np.ones((y1 - y0, side), np.float32)
-    if feather > 0:
-        ramp = np.clip((np.arange(side, dtype=np.float32) + 0.5) / feather, 0, 1)
-        ramp = np.minimum(ramp, ramp[::-1])
-        alpha = np.minimum(ramp[None, :], ramp[: y1 - y0, None])
-    h, w = original.shape[:2]
-    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    out = original.copy()
-    if ix1 <= ix0 or iy1 <= iy0:
-        return out
-    sl = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-    a = alpha[sl][..., None]
-    region = out[iy0:iy1, ix0:ix1].astype(np.float32)
-    blended = a * patch[sl].astype(np.float32) + (1 - a) * region
-    out[iy0:iy1, ix0:ix1] = np.clip(blended + 0.5, 0, 255).astype(original.dtype)
-    return out
-
-
-def face_bbox_in_crop(face_box: np.ndarray, crop_box: tuple[int, int, int, int]) -> np.ndarray:
-    """(6,) int ``[x_min, x_max, y_min, y_max, H, W]`` of the widened face box in crop pixels."""
-    x0, y0, x1, y1 = (float(v) for v in face_box[:4])
-    half_w = (x1 - x0) * BBOX_SCALE / 2
-    cx = (x0 + x1) / 2
-    side = crop_box[2] - crop_box[0]
-    xs = np.clip([cx - half_w - crop_box[0], cx + half_w - crop_box[0]], 0, side - 1)
-    ys = np.clip([y0 - crop_box[1], y1 - crop_box[1]], 0, side - 1)
-    return np.array([*xs, *ys, side, side]).astype(np.int64)
 
 
 class FaceAnalyzer:
@@ -413,8 +328,7 @@ class FaceAnalyzer:
             with np.load(stats_file) as stats:
                 mean, std = stats["mean"], stats["std"]
         else:
-            with stats_file.open("rb") as f:
-                stats = pickle.load(f)  # the official 3DDFA_V2 asset
+            stats = load_data_pickle(stats_file)  # the official 3DDFA_V2 asset
             mean, std = stats["mean"], stats["std"]
         self.param_mean = np.asarray(mean, np.float64).ravel()
         self.param_std = np.asarray(std, np.float64).ravel()

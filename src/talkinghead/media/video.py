@@ -7,16 +7,15 @@ ffmpeg command whose ``-shortest`` and ``-pix_fmt`` are ignored (spec §7 item 1
 * frames are encoded as they arrive (libx264, yuv420p, CRF 18): memory does not grow with length;
 * the audio of the ORIGINAL file, in any format PyAV decodes, is opened and checked up front, then
   decoded, resampled and AAC-encoded alongside the video, trimmed to the video duration;
-* the mp4 is written to a hidden temp file next to the destination and moved onto it with
-  ``os.replace`` only after a successful close, so an exception or Ctrl-C never leaves a
-  half-written output (nor the temp file).
+* the mp4 is written through ``files.atomic_output`` (a hidden temp file next to the destination,
+  moved onto it only after a successful close, with the permissions ``open()`` would give), so an
+  exception or Ctrl-C never leaves a half-written output (nor the temp file).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import weakref
 from collections.abc import Iterator
 from fractions import Fraction
@@ -29,6 +28,7 @@ import numpy as np
 from torch import Tensor
 from typing_extensions import Self
 
+from talkinghead.files import atomic_output
 from talkinghead.media.audio import AudioError
 
 __all__ = [
@@ -185,10 +185,9 @@ class VideoWriter:
         self.fragmented = fragmented
         self.num_frames = 0
         self._audio = _AudioTrack(Path(audio_path)) if audio_path is not None else None
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=f".partial{self.path.suffix}", dir=self.path.parent
-        )
-        os.close(fd)
+        # entered here, exited by close() (the file moves into place) or abort() (it is removed)
+        self._output = atomic_output(self.path, suffix=f".partial{self.path.suffix}")
+        self._tmp = str(self._output.__enter__())
         # Safety net for writers that are dropped without close(): never leak the temp file.
         self._cleanup = weakref.finalize(self, _remove_quietly, self._tmp)
         try:
@@ -284,7 +283,8 @@ class VideoWriter:
                 self._audio.close()
             self._container.close()
             self._closed = True
-            os.replace(self._tmp, self.path)
+            self._output.__exit__(None, None, None)
+            self._cleanup.detach()
         except BaseException:
             self.abort()
             raise
@@ -305,6 +305,8 @@ class VideoWriter:
             self._abort_files()
 
     def _abort_files(self) -> None:
+        aborted = VideoError(f"writing {self.path} was aborted")
+        self._output.__exit__(VideoError, aborted, None)
         _remove_quietly(self._tmp)
         self._cleanup.detach()
 

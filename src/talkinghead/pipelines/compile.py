@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from talkinghead.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 # a dynamo backend: a name known to torch.compile ("inductor", "eager", "aot_eager", ...) or a
@@ -60,7 +62,7 @@ class CompiledDenoiser:
                 "torch.compile (backend %s) failed, running the UNet eagerly: %s: %s",
                 _backend_name(self.backend),
                 type(cause).__name__,
-                _first_line(cause),
+                first_line(cause),
             )
             return out
 
@@ -79,9 +81,3 @@ def _root_cause(err: BaseException) -> BaseException:
             return err
         seen.add(id(inner))
         err = inner
-
-
-def _first_line(err: BaseException) -> str:
-    # dynamo's messages run to many lines (stack, hints); the warning must stay one line
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "(no message)"

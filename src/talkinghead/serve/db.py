@@ -44,7 +44,7 @@ jobs = Table(
     Column("state", String(16), nullable=False),  # one of JOB_STATES
     Column("options", JSON, nullable=False),  # the family's options, as given (validated)
     Column("inputs", JSON, nullable=False),  # role -> file name inside the job's inputs/ folder
-    Column("stage", String(64)),  # current stage of the pipeline ("sample", "decode", ...)
+    Column("stage", String(64)),  # current stage of the pipeline ("denoise", "decode", ...)
     Column("stage_done", Integer),  # steps done in that stage
     Column("stage_total", Integer),  # steps of that stage
     Column("error", Text),  # one sentence when failed

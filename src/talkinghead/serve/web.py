@@ -30,7 +30,7 @@ __all__ = ["build_page", "mount_page"]
 POLL_SECONDS = 0.5
 STAGE_NAMES = {
     "prepare": "Preparing the portrait and speech",
-    "sample": "Generating motion",
+    "denoise": "Generating motion",
     "decode": "Rendering frames",
 }
 

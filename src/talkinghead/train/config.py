@@ -15,13 +15,13 @@ dropout 0.1.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from talkinghead.dawn.configs import PRESETS, DawnConfig
 from talkinghead.families import training_stages
+from talkinghead.files import write_json
 
 PRECISIONS = ("fp32", "bf16")
 CONFIG_FILE = "train_config.json"
@@ -184,10 +184,7 @@ class TrainConfig:
 
     def save(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / CONFIG_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_json(path, self.to_dict())
         return path
 
 

@@ -36,15 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, final
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from talkinghead.files import atomic_output
 from talkinghead.train.config import TrainConfig
+from talkinghead.train.data_order import EpochItems, ResumableBatchSampler, derive_seed, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -122,81 +123,8 @@ def seeded(seed: int) -> Iterator[None]:
     """Run a block (network construction) on the global CPU RNG seeded with ``seed``, then put the
     caller's RNG state back: module constructors draw their initial weights from it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(seed, 0x1417))
+        torch.manual_seed(derive_seed(seed, 0x1417))
         yield
-
-
-def _seed(*parts: int) -> int:
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2)
-    return (int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1)
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-class _EpochItems(Dataset):
-    """Indexes a layout dataset by ``(epoch, i)`` so per-epoch offsets also work in workers."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        return self.dataset[index]
-
-
-class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Endless batches of ``(epoch, index)``; batch ``k`` of this rank depends only on ``k``.
-
-    Each data-set pass is a permutation seeded by ``(seed, epoch)``, split into ``world_size``
-    equal shards; ``start`` skips the batches an earlier run already consumed.
-    """
-
-    def __init__(
-        self,
-        num_items: int,
-        batch_size: int,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start: int = 0,
-    ) -> None:
-        self.per_rank = num_items // world_size
-        self.per_epoch = self.per_rank // batch_size
-        if self.per_epoch < 1:
-            raise ValueError(
-                f"{num_items} items cannot fill one batch of {batch_size} on each of "
-                f"{world_size} processes; use more data, num_repeats or a smaller batch"
-            )
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
-        self.num_items, self.start = num_items, start
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        k, perm_epoch, shard = self.start, -1, []
-        while True:
-            epoch, j = divmod(k, self.per_epoch)
-            if epoch != perm_epoch:
-                gen = torch.Generator().manual_seed(_seed(self.seed, epoch, 0xDA7A))
-                perm = torch.randperm(self.num_items, generator=gen)
-                shard, perm_epoch = perm[self.rank :: self.world][: self.per_rank].tolist(), epoch
-            yield [(epoch, i) for i in shard[j * self.batch_size : (j + 1) * self.batch_size]]
-            k += 1
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 # ------------------------------------------------------------------------------- model utilities
@@ -245,9 +173,8 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temp file in the same folder, then rename: never a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -353,7 +280,7 @@ def train(
         start=step * cfg.grad_accum,
     )
     loader = DataLoader(
-        _EpochItems(task.dataset),
+        EpochItems(task.dataset),
         batch_sampler=sampler,
         collate_fn=task.collate_fn,
         num_workers=cfg.num_workers,
@@ -394,11 +321,11 @@ def train(
                 metrics: dict[str, Tensor] = {}
                 for micro in range(cfg.grad_accum):
                     index = step * cfg.grad_accum + micro
-                    torch.manual_seed(_seed(cfg.seed, info.rank, index, 0x61))  # dropout
+                    torch.manual_seed(derive_seed(cfg.seed, info.rank, index, 0x61))  # dropout
                     gen = torch.Generator(info.device).manual_seed(
-                        _seed(cfg.seed, info.rank, index)
+                        derive_seed(cfg.seed, info.rank, index)
                     )
-                    batch = _to_device(next(batches), info.device)
+                    batch = to_device(next(batches), info.device)
                     sync = micro == cfg.grad_accum - 1 or info.world_size == 1
                     ctx = contextlib.nullcontext() if sync else objective.no_sync()
                     with ctx, torch.autocast(info.device.type, torch.bfloat16, enabled=use_bf16):

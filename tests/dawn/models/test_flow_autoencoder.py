@@ -17,8 +17,8 @@ from talkinghead.dawn.models.flow_autoencoder import (
     FlowAutoencoder,
     SourceEncoding,
     config_from_state_dict,
-    covariance_sqrt,
 )
+from talkinghead.dawn.models.regions import covariance_sqrt
 from talkinghead.dawn.models.warp import make_coordinate_grid, warp
 
 # MANIFEST §1 suggests atol 1e-4 for a float32 re-implementation: re-running the reference with 1

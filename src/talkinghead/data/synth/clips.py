@@ -2,7 +2,7 @@
 
 The training data of ``talkinghead data synth``. Each clip (deterministic by seed) has:
 
-* a random person (``synth_face.sample_style``) drawn by ``synth_face.render_frame``;
+* a random person (``synth/style.py``: ``sample_style``) drawn by ``synth/face.py``: ``render_frame``;
 * speech (``synth_voice``: espeak-ng sentences or the built-in formant voice);
 * per-frame states (``sample_motion``): smooth random head pose drift (yaw, pitch, roll, translation,
   scale), blinks every 2-6 s lasting 0.15-0.25 s, and a mouth opening that follows the loudness
@@ -21,7 +21,6 @@ is the subject's left = image right), face bbox [x_min, x_max, y_min, y_max, H, 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +30,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
-from tqdm.auto import tqdm
 
-from talkinghead.data.synth.face import (
-    FaceStyle,
-    FrameState,
-    render_background,
-    render_frame,
-    sample_style,
-)
+from talkinghead.data.synth.face import FrameState, render_frame
+from talkinghead.data.synth.style import FaceStyle, render_background, sample_style
 from talkinghead.data.synth.voice import SAMPLE_RATE, loudness_envelope, synthesize_speech
 from talkinghead.media.audio import num_video_frames
 
@@ -51,7 +44,6 @@ __all__ = [
     "SynthClip",
     "blink_openness",
     "clip_style",
-    "held_out_split",
     "mouth_from_envelope",
     "pose_vector",
     "sample_motion",
@@ -248,16 +240,6 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-def held_out_split(seed: int, num_clips: int, fraction: float) -> list[bool]:
-    """Deterministic held-out clips: each index is test with probability ``fraction``
-    (stable when ``num_clips`` grows); at least one test clip when there are two or more."""
-    draws = [np.random.default_rng([seed, i, 0x7E57]).random() for i in range(num_clips)]
-    is_test = [d < fraction for d in draws]
-    if num_clips >= 2 and fraction > 0 and not any(is_test):
-        is_test[int(np.argmin(draws))] = True
-    return is_test
-
-
 def write_synth_dataset(
     out_dir: str | os.PathLike[str],
     *,
@@ -281,15 +263,8 @@ def write_synth_dataset(
     Returns:
         the manifest written to ``OUT_DIR/manifest.json``.
     """
-    from talkinghead.data.layout import (
-        CLIPS_DIR,
-        ClipEntry,
-        ClipReader,
-        Manifest,
-        clip_done,
-        remove_partial_clips,
-        write_manifest,
-    )
+    from talkinghead.data.clip_writer import completed_clips, held_out_split, run_clip_jobs
+    from talkinghead.data.layout import CLIPS_DIR, ClipEntry, Manifest, write_manifest
 
     if num_clips < 1 or workers < 1:
         raise ValueError(f"num_clips={num_clips} and workers={workers} must be >= 1")
@@ -305,38 +280,26 @@ def write_synth_dataset(
     if zoom != 1.0:  # sets made before the option existed stay resumable
         generator["zoom"] = zoom
     clips_dir = Path(out_dir) / CLIPS_DIR
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    if removed := remove_partial_clips(clips_dir):
-        logger.info("removed %d half-written clips", removed)
     ids = [f"{i:06d}" for i in range(num_clips)]
-    results: dict[str, tuple[int, dict]] = {}
-    for clip_id in ids:
-        if clip_done(clips_dir, clip_id):
-            info = ClipReader(clips_dir / clip_id).info
-            if info.get("generator") != generator:
-                raise ValueError(
-                    f"{clips_dir / clip_id} was made with other settings "
-                    f"({info.get('generator')}); use a new OUT_DIR"
-                )
-            results[clip_id] = (info["num_frames"], {"voice": info["voice"]})
+    completed = completed_clips(clips_dir, ids, "generator", generator)
+    results = {
+        cid: (info["num_frames"], {"voice": info["voice"]}) for cid, info in completed.items()
+    }
     jobs = [
         (clips_dir, cid, (seed, i), generator, video)
         for i, cid in enumerate(ids)
         if cid not in results
     ]
-    with tqdm(total=num_clips, initial=len(results), disable=not progress, unit="clip") as bar:
-        if workers == 1 or len(jobs) <= 1:
-            done = map(_clip_job, jobs)
-            for clip_id, frames, info in done:
-                results[clip_id] = (frames, info)
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn")  # fork + torch/OpenMP threads can hang
-            with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-                for clip_id, frames, info in pool.imap_unordered(_clip_job, jobs):
-                    results[clip_id] = (frames, info)
-                    bar.update()
-    is_test = held_out_split(seed, num_clips, test_fraction)
+    for clip_id, frames, info in run_clip_jobs(
+        jobs,
+        _clip_job,
+        workers=workers,
+        total=num_clips,
+        initializer=_worker_init,
+        progress=progress,
+    ):
+        results[clip_id] = (frames, info)
+    is_test = held_out_split(ids, seed, test_fraction)
     entries = [
         ClipEntry(cid, results[cid][0], "test" if t else "train", results[cid][1])
         for cid, t in zip(ids, is_test)

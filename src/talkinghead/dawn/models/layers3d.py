@@ -36,25 +36,32 @@ class Residual(nn.Module):
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel dim of (B, C, F, H, W): (x - mean) / sqrt(var + eps) * gamma."""
+    """LayerNorm over one axis with a scale ``gamma``, no shift, biased variance (the official ``LayerNorm``).
 
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    ``(x - mean) / sqrt(var + eps) * gamma`` over ``axis`` of an ``ndim``-d input; gamma has that input's
+    rank: ``(1, C, 1, 1, 1)`` for the UNet's (B, C, F, H, W) (the default), ``(1, 1, C)`` for PBNet's
+    (B, T, C) (``axis=-1, ndim=3``).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, *, axis: int = 1, ndim: int = 5) -> None:
         super().__init__()
-        self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(1, dim, 1, 1, 1))
+        self.eps, self.axis = eps, axis
+        shape = [1] * ndim
+        shape[axis] = dim
+        self.gamma = nn.Parameter(torch.ones(shape))
 
     def forward(self, x: Tensor) -> Tensor:
-        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        var, mean = torch.var_mean(x, dim=self.axis, unbiased=False, keepdim=True)
         return (x - mean) / (var + self.eps).sqrt() * self.gamma
 
 
 class PreNorm(nn.Module):
-    """fn(ChannelLayerNorm(x))."""
+    """fn(norm(x)); ``norm`` defaults to ChannelLayerNorm over the channel dim of (B, C, F, H, W)."""
 
-    def __init__(self, dim: int, fn: nn.Module) -> None:
+    def __init__(self, dim: int, fn: nn.Module, norm: nn.Module | None = None) -> None:
         super().__init__()
         self.fn = fn
-        self.norm = ChannelLayerNorm(dim)
+        self.norm = norm if norm is not None else ChannelLayerNorm(dim)
 
     def forward(self, x: Tensor, **kwargs: object) -> Tensor:
         return self.fn(self.norm(x), **kwargs)
