@@ -45,14 +45,22 @@ class OfficialNoise:
         seed: the seed of ``torch.manual_seed`` in the official run.
         num_frames: F.
         frame_shape: (B, 3, S, S) of one frame (B = 1 reproduces the official order exactly).
+        generator: a CPU generator to continue from instead of ``seed`` (x_T draws advance it).
     """
 
-    def __init__(self, seed: int, num_frames: int, frame_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        seed: int,
+        num_frames: int,
+        frame_shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.frame_shape = torch.Size(frame_shape)
         if self.frame_shape[0] != 1:
             raise ValueError("OfficialNoise reproduces the official order for one clip (B = 1)")
-        self._x = torch.Generator().manual_seed(seed)
-        self._z = torch.Generator().manual_seed(seed)
+        self._x = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self._z = torch.Generator()
+        self._z.set_state(self._x.get_state())
         for _ in range(num_frames):  # advance past all x_T draws without keeping them
             torch.randn(self.frame_shape, generator=self._z)
 

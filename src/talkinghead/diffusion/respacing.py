@@ -142,3 +142,18 @@ def respaced_schedule(
     base = training_schedule(num_train, max_beta)
     kept = space_timesteps(num_train, num_steps)
     return learned_range_schedule(respaced_betas(base.alpha_bar, kept), kept)
+
+
+def q_sample(schedule: LearnedRangeSchedule, x0: Tensor, index: Tensor, eps: Tensor) -> Tensor:
+    """Forward diffusion ``x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·eps`` (official op order).
+
+    Args:
+        schedule: the training schedule (index = original timestep).
+        x0, eps: (B, C, ...) clean data and its noise.
+        index: (B,) int64 indices into the schedule arrays.
+    """
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    alpha_bar = schedule.alpha_bar.to(x0.device)[index]
+    return (
+        torch.sqrt(alpha_bar).reshape(shape) * x0 + torch.sqrt(1 - alpha_bar).reshape(shape) * eps
+    )
