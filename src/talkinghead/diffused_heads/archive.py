@@ -101,7 +101,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             return _CALLABLES[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _STORAGE_DTYPES[name]
-        if module.startswith("torch._utils") or module.startswith("torch._tensor"):
+        if module.startswith(("torch._utils", "torch._tensor")):
             raise ArchiveError(
                 f"{self.name} stores tensors with {module}.{name}, which the safe reader does not rebuild; "
                 "re-save the weights as plain float tensors (torch.save(model.state_dict()))."

@@ -93,6 +93,9 @@ class SDAFrameEncoder(nn.Module):
 class SDAAudioEncoder(nn.Module):
     """Waveform windows of one or more clips -> per-frame audio embeddings (the UNet's audio condition)."""
 
+    # scriptable (tests script it like the official file); the properties are Python-only
+    __jit_unused_properties__ = ("window", "stride")
+
     def __init__(self, cfg: AudioEncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -87,29 +87,28 @@ def read_unet(
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("json", "{}"))
         kwargs = meta.get("unet_kwargs")
-        cfg = (
-            unet_config_from_official_kwargs(kwargs)
-            if kwargs
-            else unet_config_from_state_dict(state, base)
-        )
+        cfg = unet_config_from_official_kwargs(kwargs) if kwargs else _infer_or(state, base)
         return state, cfg
     root = read_archive(path)
     if is_torchscript(path):
         state = unet_state_dict(module_tensors(root))
-        return state, unet_config_from_state_dict(state, base)
+        return state, _infer_or(state, base)
     if not isinstance(root, dict) or "state_dict" not in root:
         raise ValueError(
             f"{path} is neither a TorchScript UNet nor a Lightning checkpoint with a state_dict."
         )
     state = lightning_unet_state_dict(root["state_dict"])
     hp = _hyper_parameters(root)
-    cfg = unet_config_from_official_kwargs(hp) if hp else base
-    shapes_cfg = unet_config_from_state_dict(state, cfg)
-    if hp and shapes_cfg != cfg:
-        raise ValueError(
-            f"{path}: hyper_parameters describe {cfg}, but the tensors fit {shapes_cfg}."
-        )
-    return state, shapes_cfg
+    # the hyper-parameters name the architecture; the strict load then lists any key that does not fit
+    return state, unet_config_from_official_kwargs(hp, base) if hp else _infer_or(state, base)
+
+
+def _infer_or(state: dict[str, Tensor], base: DiffusedHeadsUNetConfig) -> DiffusedHeadsUNetConfig:
+    """The architecture the shapes describe, else ``base`` (whose strict load then lists the bad keys)."""
+    try:
+        return unet_config_from_state_dict(state, base)
+    except ValueError:
+        return base
 
 
 def audio_config_from_state_dict(state: dict[str, Tensor]) -> AudioEncoderConfig:

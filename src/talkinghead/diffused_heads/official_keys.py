@@ -90,8 +90,13 @@ def audio_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return apply_renames(strip_wrappers(state_dict), AUDIO_KEYS_RENAME)
 
 
-def unet_config_from_official_kwargs(kwargs: Mapping[str, object]) -> DiffusedHeadsUNetConfig:
-    """Our config from the official ``UNet(**kwargs)`` / Lightning ``hyper_parameters`` arguments."""
+def unet_config_from_official_kwargs(
+    kwargs: Mapping[str, object], base: DiffusedHeadsUNetConfig | None = None
+) -> DiffusedHeadsUNetConfig:
+    """Our config from the official ``UNet(**kwargs)`` / Lightning ``hyper_parameters`` arguments.
+
+    Fields the official code does not have (``num_groups``) come from ``base`` (default: official values).
+    """
     for key, wanted in SUPPORTED_CONDITIONING.items():
         if key in kwargs and kwargs[key] != wanted:
             raise ValueError(
@@ -104,7 +109,7 @@ def unet_config_from_official_kwargs(kwargs: Mapping[str, object]) -> DiffusedHe
             fields[ours] = tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[arg-type]
     if "grayscale_motion" in kwargs:
         fields["motion_channels"] = 1 if kwargs["grayscale_motion"] else 3
-    return replace(DiffusedHeadsUNetConfig(), **fields)  # type: ignore[arg-type]
+    return replace(base or DiffusedHeadsUNetConfig(), **fields)  # type: ignore[arg-type]
 
 
 def _block_count(keys: list[str], prefix: str) -> int:

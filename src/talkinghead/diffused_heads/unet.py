@@ -96,7 +96,7 @@ class CondResBlock(nn.Module):
         if self.resample == "down":
             return F.avg_pool2d(x, kernel_size=2, stride=2)
         if self.resample == "up":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
         return x
 
     def forward(self, x: Tensor, t_emb: Tensor, a_emb: Tensor) -> Tensor:
@@ -111,8 +111,7 @@ class CondResBlock(nn.Module):
         h = self.out_layers[0](h) * (1 + scale) + shift
         a_scale, a_shift = self.audio_emb_layers(a_emb)[..., None, None].chunk(2, 1)
         h = h * (1 + a_scale) + a_shift
-        for layer in self.out_layers[1:]:
-            h = layer(h)
+        h = self.out_layers[3](self.out_layers[2](self.out_layers[1](h)))  # SiLU, dropout, conv
         return self.skip_connection(x) + h
 
 
@@ -140,19 +139,30 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, *spatial = x.shape
-        x = x.reshape(b, c, -1)
+    def forward(
+        self, x: Tensor, t_emb: Tensor | None = None, a_emb: Tensor | None = None
+    ) -> Tensor:
+        shape = x.shape
+        x = x.reshape(shape[0], shape[1], -1)  # -> (B, C, H*W)
         h = self.proj_out(legacy_attention(self.qkv(self.norm(x)), self.num_heads))
-        return (x + h).reshape(b, c, *spatial)
+        return (x + h).reshape(shape)
+
+
+class InputConv(nn.Conv2d):
+    """The first 3x3 convolution, callable like the conditioned blocks (the embeddings are unused)."""
+
+    def forward(
+        self, x: Tensor, t_emb: Tensor | None = None, a_emb: Tensor | None = None
+    ) -> Tensor:  # type: ignore[override]
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 class CondSequential(nn.Sequential):
-    """Runs its layers in order, handing the embeddings to the residual blocks."""
+    """Runs its layers in order, handing the embeddings to every layer (one signature, scriptable)."""
 
     def forward(self, x: Tensor, t_emb: Tensor, a_emb: Tensor) -> Tensor:  # type: ignore[override]
         for layer in self:
-            x = layer(x, t_emb, a_emb) if isinstance(layer, CondResBlock) else layer(x)
+            x = layer(x, t_emb, a_emb)
         return x
 
 
@@ -187,7 +197,7 @@ class DiffusedHeadsUNet(nn.Module):
         )
         ch = int(cfg.channel_mult[0] * mc)
         self.input_blocks = nn.ModuleList(
-            [CondSequential(nn.Conv2d(cfg.input_channels, ch, 3, padding=1))]
+            [CondSequential(InputConv(cfg.input_channels, ch, 3, padding=1))]
         )
         skip_chans, ds = [ch], 1
         for level, mult in enumerate(cfg.channel_mult):
