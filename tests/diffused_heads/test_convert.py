@@ -21,6 +21,8 @@ from talkinghead.diffused_heads.convert import convert, read_unet
 from talkinghead.diffused_heads.official_keys import lightning_unet_state_dict
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 
+from .tiny import random_tiny_unet
+
 TINY = PRESETS["tiny"]
 # Same weights, but buffers from another source can take another oneDNN kernel path (~1e-6 apart).
 ATOL = 1e-5
@@ -44,8 +46,7 @@ def save_with_pickled_compose(obj: dict, path) -> None:
 
 
 def tiny_unet(seed: int = 0) -> DiffusedHeadsUNet:
-    torch.manual_seed(seed)
-    return DiffusedHeadsUNet(TINY.unet).eval()
+    return random_tiny_unet(seed)
 
 
 def official_kwargs() -> dict:

@@ -125,7 +125,7 @@ PRESETS: dict[str, DiffusedHeadsConfig] = {
             num_groups=4,
         ),
         audio_encoder=AudioEncoderConfig(num_feature_maps=4, code_size=8, hidden_size=8),
-        diffusion=DiffusedHeadsDiffusionConfig(num_inference_steps=4),
+        diffusion=DiffusedHeadsDiffusionConfig(num_inference_steps=7),
     ),
 }
 

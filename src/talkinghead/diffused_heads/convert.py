@@ -202,14 +202,24 @@ def convert(
     model_cfg = DiffusedHeadsConfig(
         resolution=unet_cfg.image_size, unet=unet_cfg, audio_encoder=audio_cfg
     )
+    write_model_dir(out, parts, model_cfg)
+    logger.info("wrote %s (%s)", out, ", ".join(parts))
+    return out
+
+
+def write_model_dir(
+    out: Path, parts: dict[str, tuple[Any, Any, dict[str, str]]], config: DiffusedHeadsConfig
+) -> Path:
+    """Write components ``{name: (module, config, metadata)}`` and model_index.json atomically
+    (into a temporary directory beside ``out``, then renamed; an existing ``out`` is replaced)."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         for name, (model, cfg, meta) in parts.items():
             hub.save_component(model, cfg, tmp / name, meta)
-        write_model_index(
-            tmp, FAMILY, {n: n for n in parts}, AUDIO_FEATURES, pipeline_config(model_cfg)
-        )
+        components = {n: n for n in parts}
+        write_model_index(tmp, FAMILY, components, AUDIO_FEATURES, pipeline_config(config))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -221,7 +231,6 @@ def convert(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("wrote %s (%s)", out, ", ".join(parts))
     return out
 
 

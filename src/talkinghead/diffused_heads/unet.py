@@ -227,6 +227,16 @@ class DiffusedHeadsUNet(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1)
         )
+        self._zero_init()
+
+    def _zero_init(self) -> None:
+        """Official initialisation: the last conv of every block and of the head start at zero."""
+        last = [m.out_layers[3] for m in self.modules() if isinstance(m, CondResBlock)]
+        last += [m.proj_out for m in self.modules() if isinstance(m, AttentionBlock)]
+        with torch.no_grad():
+            for module in [*last, self.out[2]]:
+                for p in module.parameters():
+                    p.zero_()
 
     def embed(
         self, timesteps: Tensor, audio_emb: Tensor, dtype: torch.dtype

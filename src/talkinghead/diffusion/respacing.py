@@ -141,7 +141,14 @@ def respaced_schedule(
     """
     base = training_schedule(num_train, max_beta)
     kept = space_timesteps(num_train, num_steps)
-    return learned_range_schedule(respaced_betas(base.alpha_bar, kept), kept)
+    schedule = learned_range_schedule(respaced_betas(base.alpha_bar, kept), kept)
+    if not torch.isfinite(schedule.coef1_x0).all():
+        # e.g. S <= 6 for T = 1000: the last ratio ᾱ[999]/ᾱ[t] rounds 1 − it to exactly 1 in float32
+        raise ValueError(
+            f"num_steps={num_steps} makes the float32 respaced schedule degenerate (ᾱ = 0 at the last "
+            "step, as in the official code); use more steps (at least 7 for 1000 training steps)"
+        )
+    return schedule
 
 
 def q_sample(schedule: LearnedRangeSchedule, x0: Tensor, index: Tensor, eps: Tensor) -> Tensor:
