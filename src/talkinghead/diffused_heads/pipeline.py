@@ -29,7 +29,7 @@ from .. import hub
 from ..data.audio import load_audio
 from ..data.face import FaceAnalyzer
 from ..data.image import load_portrait
-from ..diffusion.respacing import respaced_schedule
+from ..diffusion.respacing import LearnedRangeSchedule, respaced_schedule
 from .alignment import crema_transform, paste_aligned, warp_to_crema
 from .audio_encoder import SDAAudioEncoder
 from .configs import DiffusedHeadsConfig, DiffusedHeadsDiffusionConfig, ensure_registered
@@ -269,6 +269,11 @@ class DiffusedHeadsPipeline:
         seed = generator.initial_seed() if generator is not None else options.seed
         seed = seed if seed is not None else secrets.randbits(31)
         options = replace(options, seed=seed)
+        schedule = respaced_schedule(
+            options.num_steps,
+            self.config.diffusion.num_train_timesteps,
+            self.config.diffusion.max_beta,
+        ).to(self.device)  # validates num_steps
         emb = self.audio_embeddings(audio)  # checked before the (slower) face analysis
         if callback is not None:
             callback("audio", 1, 1)
@@ -276,22 +281,18 @@ class DiffusedHeadsPipeline:
         num_frames = emb.shape[1]
         size = self.config.resolution
         noise = OfficialNoise(seed, num_frames, (1, 3, size, size), generator=generator)
-        frames = self._frames(prepared, emb, noise, options, callback)
+        frames = self._frames(prepared, emb, schedule, noise, options, callback)
         return GenerationResult(frames, num_frames, options.fps, seed, prepared)
 
     def _frames(
         self,
         prepared: PreparedPortrait,
         emb: Tensor,
+        schedule: LearnedRangeSchedule,
         noise: OfficialNoise,
         options: DiffusedHeadsOptions,
         callback: ProgressCallback | None,
     ) -> Iterator[np.ndarray]:
-        schedule = respaced_schedule(
-            options.num_steps,
-            self.config.diffusion.num_train_timesteps,
-            self.config.diffusion.max_beta,
-        ).to(self.device)
         total = emb.shape[1] * options.num_steps
 
         def report(frame: int, done: int, steps: int) -> None:

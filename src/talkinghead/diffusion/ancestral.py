@@ -49,7 +49,8 @@ def learned_range_step(
     log_var = nu * schedule.log_beta[k] + (1 - nu) * schedule.log_beta_tilde_clipped[k]
     x0 = (schedule.coef1_x0[k] * x_t - schedule.coef2_x0[k] * eps).clamp(-1, 1)
     mean = schedule.coef1_q[k] * x0 + schedule.coef2_q[k] * x_t
-    if noise is None:  # official: mean + 0·exp(½ log σ²), the same value unless exp overflows (then NaN)
+    # official: mean + 0·exp(½ log σ²) at the last step: the same value, unless exp overflows (then NaN)
+    if noise is None:
         return mean, x0
     return mean + noise * torch.exp(log_var / 2), x0
 
