@@ -30,7 +30,12 @@ from safetensors.torch import load_file
 
 from talkinghead import hub
 from talkinghead.diffused_heads.convert import convert
-from talkinghead.diffused_heads.sampling import OfficialNoise, audio_window, generate_frames
+from talkinghead.diffused_heads.sampling import (
+    OfficialNoise,
+    ancestral_sampler,
+    audio_window,
+    generate_frames,
+)
 from talkinghead.diffused_heads.unet import timestep_sinusoid
 from talkinghead.diffusion.ancestral import learned_range_step
 from talkinghead.diffusion.respacing import (
@@ -221,7 +226,7 @@ def test_scaled_run_end_to_end(unet, io):
         scaled,
         io["S.input.x_cond"],
         io["S.input.audio_emb"],
-        respaced_schedule(10),
+        ancestral_sampler(respaced_schedule(10)),
         OfficialNoise(5004, 4, (1, 3, 128, 128)),
     )
     out = torch.stack(list(frames), dim=1)

@@ -23,10 +23,39 @@ import torch
 from torch import Tensor
 
 from ..diffusion.ancestral import ancestral_sample
+from ..diffusion.ddim_eps import ddim_eps_sample
 from ..diffusion.respacing import LearnedRangeSchedule
 from .unet import DiffusedHeadsUNet
 
 FrameCallback = Callable[[int, int, int], None]  # (frame index, steps done, steps per frame)
+# (denoise_fn, x_T, step noise, step callback) -> the clean frame
+FrameSampler = Callable[
+    [
+        Callable[[Tensor, Tensor], Tensor],
+        Tensor,
+        Callable[[torch.Size], Tensor],
+        Callable[[int, int], None] | None,
+    ],
+    Tensor,
+]
+
+
+def ancestral_sampler(schedule: LearnedRangeSchedule) -> FrameSampler:
+    """The official respaced ancestral sampler (learned-range variance) over ``schedule``."""
+
+    def sample(denoise, x_T, noise, report):
+        return ancestral_sample(denoise, x_T, schedule, noise, callback=report)
+
+    return sample
+
+
+def ddim_sampler(timesteps: list[int], alphas_cumprod: Tensor) -> FrameSampler:
+    """Deterministic DDIM over the same network and ``timesteps`` (fewer steps; not official)."""
+
+    def sample(denoise, x_T, noise, report):
+        return ddim_eps_sample(denoise, x_T, timesteps, alphas_cumprod, callback=report)
+
+    return sample
 
 
 def audio_window(frame: int, num_frames: int, half: int) -> list[int]:
@@ -95,7 +124,7 @@ def generate_frames(
     unet: DiffusedHeadsUNet,
     x_cond: Tensor,
     audio_emb: Tensor,
-    schedule: LearnedRangeSchedule,
+    sampler: FrameSampler,
     noise: OfficialNoise | RecordedNoise,
     *,
     stabilize_every: int = 0,
@@ -107,7 +136,8 @@ def generate_frames(
         unet: the denoiser.
         x_cond: (B, 3, S, S) identity frame in [-1, 1].
         audio_emb: (B, F, C) one audio embedding per frame.
-        schedule: the sampler's (respaced) schedule, on ``x_cond``'s device.
+        sampler: how one frame is denoised (``ancestral_sampler`` or ``ddim_sampler``), its
+            coefficients on ``x_cond``'s device.
         noise: where x_T and the step draws come from.
         stabilize_every: N > 0 re-anchors the oldest motion frame on the identity frame before frame
             N, 2N, ... (0: off, the released sampler).
@@ -133,6 +163,6 @@ def generate_frames(
 
         report = None if callback is None else (lambda done, total, f=f: callback(f, done, total))
         x_T = noise.initial(f).to(device=dev, dtype=dtype)
-        frame = ancestral_sample(denoise, x_T, schedule, step_noise, callback=report)
+        frame = sampler(denoise, x_T, step_noise, report)
         yield frame
         motion = torch.cat([motion[:, c:], frame], dim=1) if cfg.n_motion_frames else motion
