@@ -122,8 +122,3 @@ def paste_aligned(
     alpha = cv2.warpAffine(mask, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
     blended = alpha * back.astype(np.float32) + (1 - alpha) * original.astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-
-
-def scale_transform(matrix: np.ndarray, factor: float) -> np.ndarray:
-    """The transform to an aligned frame ``factor`` times larger (e.g. 128 -> 256 output)."""
-    return matrix * factor

@@ -102,30 +102,13 @@ class OfficialNoise:
         return torch.randn(shape, generator=self._z)
 
 
-class RecordedNoise:
-    """Replays recorded draws: ``x_T`` (B, F, 3, S, S) and ``z`` (F, S−1, B, 3, S, S)."""
-
-    def __init__(self, x_T: Tensor, z: Tensor) -> None:
-        self.x_T, self.z = x_T, z
-        self._frame, self._step = 0, 0
-
-    def initial(self, frame: int) -> Tensor:
-        self._frame, self._step = frame, 0
-        return self.x_T[:, frame]
-
-    def step(self, shape: torch.Size) -> Tensor:
-        z = self.z[self._frame, self._step]
-        self._step += 1
-        return z
-
-
 @torch.no_grad()
 def generate_frames(
     unet: DiffusedHeadsUNet,
     x_cond: Tensor,
     audio_emb: Tensor,
     sampler: FrameSampler,
-    noise: OfficialNoise | RecordedNoise,
+    noise: OfficialNoise,
     *,
     stabilize_every: int = 0,
     callback: FrameCallback | None = None,
