@@ -35,6 +35,7 @@ from .audio_encoder import SDAAudioEncoder
 from .configs import DiffusedHeadsConfig, DiffusedHeadsDiffusionConfig, ensure_registered
 from .convert import FAMILY
 from .model_index import read_model_index
+from .options import SAMPLERS, DiffusedHeadsOptions
 from .sampling import (
     FrameSampler,
     OfficialNoise,
@@ -47,24 +48,6 @@ from .unet import DiffusedHeadsUNet
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]
-SAMPLERS = ("ancestral", "ddim")
-
-
-@dataclass(frozen=True)
-class DiffusedHeadsOptions:
-    """Runtime knobs of one Diffused Heads generation. CLI flags take their defaults from here."""
-
-    num_steps: int = 100  # respaced ancestral steps per frame (official 100; the paper used 200)
-    # "ancestral": the official respaced sampler with learned variance; "ddim": deterministic DDIM over
-    # the same network and kept timesteps, for fewer steps (not official; quality cost not yet measured)
-    sampler: str = "ancestral"
-    seed: int | None = None  # None draws a fresh seed (reported in the result)
-    fps: int = 25  # output frame rate; the model only runs at 25 fps (one audio window per frame)
-    stabilize: int = 0  # re-anchor the oldest motion frame on the identity frame every N frames (0: off; train branch: 15)
-    crop: bool = True  # detect the face and align it to the CREMA framing (False: squash the image to 128 px, official)
-    crop_margin: float = 1.0  # > 1 shows more around the face in the aligned frame
-    paste_back: bool = False  # put the generated face back into the original photo
-    output_size: int | None = None  # side of the output frames in pixels; None = the model's (256)
 
 
 @dataclass
