@@ -1,0 +1,91 @@
+"""The Diffused Heads training objective (diffusedheads_spec.md §4.2): L_simple + λ_vlb·L_vlb + λ_lip·L_lip.
+
+Per item: a target frame x0, the identity frame, the two motion frames before the target (oldest first),
+the 5-embedding audio window around it and the 20 mouth landmarks (68-point indices 48-67). A timestep
+t ~ U{0, …, T−1} and eps ~ N(0, I) give x_t; the UNet predicts eps ‖ v.
+
+* L_simple: mean squared error of eps over all elements.
+* L_vlb: the improved-DDPM variational term with eps detached (only v learns from it), ``diffusion.vlb``.
+* L_lip: the eps MSE inside the mouth box (landmark extent, floor / ceil, grown by 5 px and clamped to the
+  frame), averaged over the batch. The official code reads the landmarks of the *identity* frame (a likely
+  bug); we use the target frame's by default and keep ``faithful_lip=True`` for the official behaviour.
+Weights: 1e-4 and 0.2 (train ``configs/config.yaml``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion.respacing import q_sample, training_schedule
+from ..diffusion.vlb import vlb_loss
+from .unet import DiffusedHeadsUNet
+
+LIP_MARGIN = 5  # pixels added on every side of the mouth box
+
+
+def lip_loss(eps: Tensor, eps_pred: Tensor, landmarks: Tensor, margin: int = LIP_MARGIN) -> Tensor:
+    """Mean over the batch of the eps MSE inside each item's mouth box.
+
+    Args:
+        eps, eps_pred: (B, C, H, W).
+        landmarks: (B, 20, 2) mouth landmarks (x = column, y = row) in frame pixels.
+    """
+    h, w = eps.shape[-2:]
+    total = eps.new_zeros(())
+    for e, p, points in zip(eps, eps_pred, landmarks, strict=True):
+        x0, y0 = (int(v) for v in points.min(0).values.floor())
+        x1, y1 = (int(v) for v in points.max(0).values.ceil())
+        rows = slice(max(0, y0 - margin), min(h, y1 + margin))
+        cols = slice(max(0, x0 - margin), min(w, x1 + margin))
+        total = total + ((e[:, rows, cols] - p[:, rows, cols]) ** 2).mean()
+    return total / eps.shape[0]
+
+
+class DiffusedHeadsObjective(nn.Module):
+    """``forward(batch, generator)`` -> (loss, metrics) for the training loop.
+
+    batch: ``target`` (B, 3, S, S), ``identity`` (B, 3, S, S), ``motion`` (B, n·3, S, S), ``audio``
+    (B, 2k+1, C), and for L_lip ``mouth`` (B, 20, 2) of the target frame (``identity_mouth`` with
+    ``faithful_lip``). Images in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        unet: DiffusedHeadsUNet,
+        *,
+        num_train_timesteps: int = 1000,
+        vlb_weight: float = 1e-4,
+        lip_weight: float = 0.2,
+        faithful_lip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.schedule = training_schedule(num_train_timesteps)
+        self.vlb_weight, self.lip_weight, self.faithful_lip = vlb_weight, lip_weight, faithful_lip
+
+    def forward(
+        self, batch: dict[str, Tensor], generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        x0 = batch["target"]
+        b, dev = x0.shape[0], x0.device
+        t = torch.randint(
+            0, len(self.schedule), (b,), generator=generator, device=generator.device
+        ).to(dev)
+        eps = torch.randn(x0.shape, generator=generator, device=generator.device).to(dev, x0.dtype)
+        x_t = q_sample(self.schedule, x0, t, eps)
+        out = self.unet(x_t, t, batch["identity"], batch["motion"], batch["audio"])
+        eps_pred, v = out.chunk(2, dim=1)
+        simple = ((eps - eps_pred) ** 2).mean()
+        loss, metrics = simple, {"simple": simple.detach()}
+        if self.vlb_weight > 0:
+            frozen = torch.cat([eps_pred.detach(), v], dim=1)
+            vlb = vlb_loss(self.schedule, x0, x_t, t, frozen).mean()
+            loss = loss + self.vlb_weight * vlb
+            metrics["vlb"] = vlb.detach()
+        if self.lip_weight > 0:
+            mouth = batch["identity_mouth" if self.faithful_lip else "mouth"]
+            lip = lip_loss(eps, eps_pred, mouth)
+            loss = loss + self.lip_weight * lip
+            metrics["lip"] = lip.detach()
+        return loss, metrics

@@ -1,0 +1,151 @@
+"""The Diffused Heads frame loop: one full reverse diffusion per frame, autoregressive over motion frames.
+
+Official behaviour (diffusedheads_spec.md §1.3, MANIFEST quirks 4-6), reproduced here:
+
+* the motion buffer starts as ``n_motion_frames`` copies of the identity frame; after each frame the
+  oldest is dropped and the new frame appended (oldest first);
+* frame i sees the audio embeddings i−n … i+n, **clamped at both ends** (the official initial window
+  ``[0, 0, 0, 1, 2]`` is the clamped one for F ≥ 3; for F ≤ 2 the official code raises IndexError, we
+  clamp instead);
+* random draws: x_T of every frame first (one ``randn(B, F, 3, S, S)``), then one z per step with
+  t > 0, frame after frame (``OfficialNoise`` reproduces that order from a seed without holding all
+  x_T in memory).
+
+``stabilize_every`` (train-branch ``custom_video.py``, ``stabilize``/``segment_len``) replaces the
+oldest motion frame by the identity frame before every N-th frame, against drift on long clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from ..diffusion.ancestral import ancestral_sample
+from ..diffusion.ddim_eps import ddim_eps_sample
+from ..diffusion.respacing import LearnedRangeSchedule
+from .unet import DiffusedHeadsUNet
+
+FrameCallback = Callable[[int, int, int], None]  # (frame index, steps done, steps per frame)
+# (denoise_fn, x_T, step noise, step callback) -> the clean frame
+FrameSampler = Callable[
+    [
+        Callable[[Tensor, Tensor], Tensor],
+        Tensor,
+        Callable[[torch.Size], Tensor],
+        Callable[[int, int], None] | None,
+    ],
+    Tensor,
+]
+
+
+def ancestral_sampler(schedule: LearnedRangeSchedule) -> FrameSampler:
+    """The official respaced ancestral sampler (learned-range variance) over ``schedule``."""
+
+    def sample(denoise, x_T, noise, report):
+        return ancestral_sample(denoise, x_T, schedule, noise, callback=report)
+
+    return sample
+
+
+def ddim_sampler(timesteps: list[int], alphas_cumprod: Tensor) -> FrameSampler:
+    """Deterministic DDIM over the same network and ``timesteps`` (fewer steps; not official)."""
+
+    def sample(denoise, x_T, noise, report):
+        return ddim_eps_sample(denoise, x_T, timesteps, alphas_cumprod, callback=report)
+
+    return sample
+
+
+def audio_window(frame: int, num_frames: int, half: int) -> list[int]:
+    """Indices frame−half … frame+half clamped to [0, num_frames − 1]."""
+    return [min(max(i, 0), num_frames - 1) for i in range(frame - half, frame + half + 1)]
+
+
+class OfficialNoise:
+    """The official draw order from one CPU ``torch.Generator`` seed, lazily per frame.
+
+    ``torch.randn`` on CPU fills consecutive blocks identically whether drawn at once or in frame-sized
+    pieces (a frame is a multiple of 16 values), so frame f's x_T is the f-th slice of the official
+    ``randn(1, F, 3, S, S)``; the step noise continues from the generator state after all F frames.
+
+    Args:
+        seed: the seed of ``torch.manual_seed`` in the official run.
+        num_frames: F.
+        frame_shape: (B, 3, S, S) of one frame (B = 1 reproduces the official order exactly).
+        generator: a CPU generator to continue from instead of ``seed`` (x_T draws advance it).
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        num_frames: int,
+        frame_shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.frame_shape = torch.Size(frame_shape)
+        if self.frame_shape[0] != 1:
+            raise ValueError("OfficialNoise reproduces the official order for one clip (B = 1)")
+        self._x = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self._z = torch.Generator()
+        self._z.set_state(self._x.get_state())
+        for _ in range(num_frames):  # advance past all x_T draws without keeping them
+            torch.randn(self.frame_shape, generator=self._z)
+
+    def initial(self, frame: int) -> Tensor:
+        """x_T of the next frame (call in frame order)."""
+        return torch.randn(self.frame_shape, generator=self._x)
+
+    def step(self, shape: torch.Size) -> Tensor:
+        """z of the next step."""
+        return torch.randn(shape, generator=self._z)
+
+
+@torch.no_grad()
+def generate_frames(
+    unet: DiffusedHeadsUNet,
+    x_cond: Tensor,
+    audio_emb: Tensor,
+    sampler: FrameSampler,
+    noise: OfficialNoise,
+    *,
+    stabilize_every: int = 0,
+    callback: FrameCallback | None = None,
+) -> Iterator[Tensor]:
+    """Yield the clip's frames one by one, each (B, 3, S, S) in [-1, 1].
+
+    Args:
+        unet: the denoiser.
+        x_cond: (B, 3, S, S) identity frame in [-1, 1].
+        audio_emb: (B, F, C) one audio embedding per frame.
+        sampler: how one frame is denoised (``ancestral_sampler`` or ``ddim_sampler``), its
+            coefficients on ``x_cond``'s device.
+        noise: where x_T and the step draws come from.
+        stabilize_every: N > 0 re-anchors the oldest motion frame on the identity frame before frame
+            N, 2N, ... (0: off, the released sampler).
+        callback: called after every step with (frame index, steps done, steps per frame).
+    """
+    cfg = unet.cfg
+    num_frames = audio_emb.shape[1]
+    dev, dtype = x_cond.device, x_cond.dtype
+    motion = torch.cat([x_cond] * cfg.n_motion_frames, dim=1)
+    c = cfg.motion_channels
+    for f in range(num_frames):
+        if stabilize_every > 0 and f > 0 and f % stabilize_every == 0:
+            motion = torch.cat([x_cond, motion[:, c:]], dim=1)
+        window = audio_emb[:, audio_window(f, num_frames, cfg.n_audio_motion_embs)]
+
+        def denoise(
+            x: Tensor, t: Tensor, motion: Tensor = motion, window: Tensor = window
+        ) -> Tensor:
+            return unet(x, t, x_cond, motion, window)
+
+        def step_noise(shape: torch.Size) -> Tensor:
+            return noise.step(shape).to(device=dev, dtype=dtype)
+
+        report = None if callback is None else (lambda done, total, f=f: callback(f, done, total))
+        x_T = noise.initial(f).to(device=dev, dtype=dtype)
+        frame = sampler(denoise, x_T, step_noise, report)
+        yield frame
+        motion = torch.cat([motion[:, c:], frame], dim=1) if cfg.n_motion_frames else motion
