@@ -82,6 +82,24 @@ FAMILIES: dict[str, Family] = {
             },
         ),
         Family(
+            name="diffused-heads",
+            description="Diffused Heads (WACV 2024): autoregressive pixel diffusion of a face "
+            "from one frame and speech (CREMA release).",
+            pipeline="talkinghead.diffused_heads.pipeline:DiffusedHeadsPipeline",
+            options="talkinghead.diffused_heads.options:DiffusedHeadsOptions",
+            converter="talkinghead.diffused_heads.convert:convert",
+            components={
+                "DiffusedHeadsUNetConfig": (
+                    "talkinghead.diffused_heads.configs:DiffusedHeadsUNetConfig",
+                    "talkinghead.diffused_heads.unet:DiffusedHeadsUNet",
+                ),
+                "AudioEncoderConfig": (
+                    "talkinghead.diffused_heads.configs:AudioEncoderConfig",
+                    "talkinghead.diffused_heads.audio_encoder:SDAAudioEncoder",
+                ),
+            },
+        ),
+        Family(
             name="difftalk",
             description="DiffTalk (CVPR 2023): lip-syncs a person's video by latent-diffusion "
             "inpainting of the lower face (LDM VQ-f4 + UNet).",

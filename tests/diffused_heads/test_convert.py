@@ -13,10 +13,10 @@ import zipfile
 import pytest
 import torch
 
-from talkinghead import hub
+from talkinghead import checkpoints
 from talkinghead.diffused_heads.archive import ArchiveError, read_archive
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
-from talkinghead.diffused_heads.configs import PRESETS, ensure_registered
+from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.convert import convert, read_unet
 from talkinghead.diffused_heads.official_keys import lightning_unet_state_dict
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
@@ -95,14 +95,13 @@ def test_torchscript_unet_and_audio_encoder(tmp_path):
         "unet": "unet",
         "audio_encoder": "audio_encoder",
     }
-    meta = hub.read_metadata(out / "unet")
-    assert meta["source_sha256"] == hub.sha256_file(tmp_path / "crema_script.pt")
-    ensure_registered()
-    loaded = hub.load_component(out / "unet")
+    meta = checkpoints.read_metadata(out / "unet")
+    assert meta["source_sha256"] == checkpoints.sha256_file(tmp_path / "crema_script.pt")
+    loaded = checkpoints.load_component(out / "unet")
     assert loaded.cfg == TINY.unet
     with torch.no_grad():
         torch.testing.assert_close(loaded(*inputs()), unet(*inputs()), atol=ATOL, rtol=0)
-    enc = hub.load_component(out / "audio_encoder")
+    enc = checkpoints.load_component(out / "audio_encoder")
     assert enc.cfg == TINY.audio_encoder
     wave = torch.randn(1, 4000) * 0.1
     with torch.no_grad():
@@ -123,8 +122,7 @@ def test_lightning_checkpoint(tmp_path):
     out = convert(
         tmp_path / "last.ckpt", tmp_path / "model", base=TINY.unet
     )  # base: its 4 norm groups
-    ensure_registered()
-    loaded = hub.load_component(out / "unet")
+    loaded = checkpoints.load_component(out / "unet")
     assert "torchvision" not in sys.modules  # the pickled Compose was never imported
     assert loaded.cfg == TINY.unet
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Parity with the official Diffused Heads code (../shared/golden/diffusedheads, see its MANIFEST.md).
 
 The golden UNet weights go through our converter (``diffused_heads.convert``) into a model directory and
-are loaded back with ``hub.load_component``; every recorded tensor is reproduced.
+are loaded back with ``checkpoints.load_component``; every recorded tensor is reproduced.
 
 Tolerances, and why:
 
@@ -28,7 +28,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from talkinghead import hub
+from talkinghead import checkpoints
 from talkinghead.diffused_heads.convert import convert
 from talkinghead.diffused_heads.sampling import (
     OfficialNoise,
@@ -64,7 +64,7 @@ def unet(golden_dir, tmp_path_factory):
         golden_dir / "diffusedheads" / "dh_unet_reduced.safetensors",
         tmp_path_factory.mktemp("dh") / "model",
     )
-    return hub.load_component(out / "unet")
+    return checkpoints.load_component(out / "unet")
 
 
 def call(unet, io, prefix):
@@ -218,7 +218,7 @@ def test_sampling_run_unet_calls(unet, io):
 
 def test_scaled_run_end_to_end(unet, io):
     """SL: the whole official sample() call (seed 5004, 4 frames, 10 steps) with out.2 scaled by 0.005."""
-    scaled = hub.build_and_load(unet.cfg, {k: v.clone() for k, v in unet.state_dict().items()})
+    scaled = checkpoints.build_and_load(unet.cfg, {k: v.clone() for k, v in unet.state_dict().items()})
     with torch.no_grad():
         scaled.out[2].weight.mul_(0.005)
         scaled.out[2].bias.mul_(0.005)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from talkinghead import hub
+from talkinghead import checkpoints
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder, conv_plan
-from talkinghead.diffused_heads.configs import PRESETS, ensure_registered
+from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.sampling import OfficialNoise, ancestral_sampler, generate_frames
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.ancestral import ancestral_sample
@@ -55,14 +55,13 @@ def test_unet_gradients_finite():
 
 
 def test_round_trip(tmp_path):
-    ensure_registered()
     unet = random_tiny_unet(0)
     encoder = SDAAudioEncoder(TINY.audio_encoder).eval()
-    hub.save_component(unet, TINY.unet, tmp_path / "unet")
-    hub.save_component(encoder, TINY.audio_encoder, tmp_path / "audio_encoder")
+    checkpoints.save_component(unet, TINY.unet, tmp_path / "unet")
+    checkpoints.save_component(encoder, TINY.audio_encoder, tmp_path / "audio_encoder")
     unet2, encoder2 = (
-        hub.load_component(tmp_path / "unet"),
-        hub.load_component(tmp_path / "audio_encoder"),
+        checkpoints.load_component(tmp_path / "unet"),
+        checkpoints.load_component(tmp_path / "audio_encoder"),
     )
     wave = torch.randn(1, 3200) * 0.1
     with torch.no_grad():

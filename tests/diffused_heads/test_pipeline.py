@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.data.audio import AudioError
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
 from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.convert import write_model_dir
 from talkinghead.diffused_heads.pipeline import DiffusedHeadsOptions, DiffusedHeadsPipeline
+from talkinghead.media.audio import AudioError
 from talkinghead.outputs import save_result
 
 from .tiny import random_tiny_unet

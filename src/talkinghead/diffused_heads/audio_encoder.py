@@ -27,7 +27,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .configs import AudioEncoderConfig
+from talkinghead.diffused_heads.configs import AudioEncoderConfig
 
 
 def prime_factors(n: int) -> list[int]:

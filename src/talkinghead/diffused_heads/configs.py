@@ -6,8 +6,7 @@ released CREMA model (train ``configs/config.yaml`` + main ``config_crema.yaml``
 
 Presets: ``crema`` (the official width, 215,748,614 UNet parameters), ``golden`` (the reduced width of
 ../shared/golden/diffusedheads: 32 base channels, 32-channel heads; only the width differs) and ``tiny``
-(tests). ``ensure_registered()`` (called by the loaders, never at import) adds the config classes to
-``configs._DATACLASSES`` and ``hub.MODEL_CLASSES`` so that ``hub.save_component`` / ``load_component`` work.
+(tests). The family registry (``talkinghead.families``) maps the config type names to networks.
 
 Glossary: identity frame = ``x_cond`` (the portrait the clip keeps); motion frames = the previously
 generated frames fed back as input channels; audio window = the 2·n+1 audio embeddings around the
@@ -17,9 +16,6 @@ current frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-
-from .. import configs as shared_configs
-from .. import hub
 
 
 @dataclass(frozen=True)
@@ -128,20 +124,3 @@ PRESETS: dict[str, DiffusedHeadsConfig] = {
         diffusion=DiffusedHeadsDiffusionConfig(num_inference_steps=7),
     ),
 }
-
-
-def ensure_registered() -> None:
-    """Make ``configs.config_from_json`` and ``hub.load_component`` know this family's classes."""
-    for cls in (
-        DiffusedHeadsUNetConfig,
-        AudioEncoderConfig,
-        DiffusedHeadsDiffusionConfig,
-        DiffusedHeadsConfig,
-    ):
-        shared_configs._DATACLASSES.setdefault(cls.__name__, cls)
-    hub.MODEL_CLASSES.setdefault(
-        "DiffusedHeadsUNetConfig", ("talkinghead.diffused_heads.unet", "DiffusedHeadsUNet")
-    )
-    hub.MODEL_CLASSES.setdefault(
-        "AudioEncoderConfig", ("talkinghead.diffused_heads.audio_encoder", "SDAAudioEncoder")
-    )

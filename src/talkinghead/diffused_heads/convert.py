@@ -34,11 +34,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .. import hub
-from .archive import Opaque, is_torchscript, module_tensors, read_archive
-from .configs import PRESETS, AudioEncoderConfig, DiffusedHeadsConfig, DiffusedHeadsUNetConfig
-from .model_index import write_model_index
-from .official_keys import (
+from talkinghead import checkpoints
+from talkinghead.diffused_heads.archive import Opaque, is_torchscript, module_tensors, read_archive
+from talkinghead.diffused_heads.configs import (
+    PRESETS,
+    AudioEncoderConfig,
+    DiffusedHeadsConfig,
+    DiffusedHeadsUNetConfig,
+)
+from talkinghead.diffused_heads.official_keys import (
     audio_state_dict,
     build_audio_encoder,
     build_unet,
@@ -47,6 +51,7 @@ from .official_keys import (
     unet_config_from_state_dict,
     unet_state_dict,
 )
+from talkinghead.model_index import ModelIndex, write_model_index
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ def _metadata(path: Path, component: str) -> dict[str, str]:
     return {
         "component": component,
         "source_file": path.name,
-        "source_sha256": hub.sha256_file(path),
+        "source_sha256": checkpoints.sha256_file(path),
         "converter_version": CONVERTER_VERSION,
     }
 
@@ -217,9 +222,9 @@ def write_model_dir(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         for name, (model, cfg, meta) in parts.items():
-            hub.save_component(model, cfg, tmp / name, meta)
+            checkpoints.save_component(model, cfg, tmp / name, meta)
         components = {n: n for n in parts}
-        write_model_index(tmp, FAMILY, components, AUDIO_FEATURES, pipeline_config(config))
+        write_model_index(tmp, ModelIndex(FAMILY, components, AUDIO_FEATURES, pipeline_config(config)))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..diffusion.respacing import q_sample, training_schedule
-from ..diffusion.vlb import vlb_loss
-from .unet import DiffusedHeadsUNet
+from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
+from talkinghead.diffusion.respacing import q_sample, training_schedule
+from talkinghead.diffusion.vlb import vlb_loss
 
 LIP_MARGIN = 5  # pixels added on every side of the mouth box
 

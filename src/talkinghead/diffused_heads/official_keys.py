@@ -19,11 +19,11 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from .. import hub
-from ..convert.dawn_official import apply_renames, strip_wrappers
-from .audio_encoder import SDAAudioEncoder
-from .configs import AudioEncoderConfig, DiffusedHeadsUNetConfig, ensure_registered
-from .unet import DiffusedHeadsUNet
+from talkinghead import checkpoints
+from talkinghead.dawn.convert import apply_renames, strip_wrappers
+from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
+from talkinghead.diffused_heads.configs import AudioEncoderConfig, DiffusedHeadsUNetConfig
+from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 
 UNET_KEYS_RENAME: list[tuple[str, str]] = []
 AUDIO_KEYS_RENAME: list[tuple[str, str]] = [(r"^(model|audio_encoder|module)\.", "")]
@@ -190,13 +190,11 @@ def build_unet(
     state_dict: Mapping[str, Tensor], cfg: DiffusedHeadsUNetConfig, what: str = "UNet"
 ) -> DiffusedHeadsUNet:
     """Strictly load our-named UNet weights into a new module (eval mode); mismatches are listed."""
-    ensure_registered()
-    return hub.build_and_load(cfg, dict(state_dict), what=what)  # type: ignore[return-value]
+    return checkpoints.build_and_load(cfg, dict(state_dict), what=what)  # type: ignore[return-value]
 
 
 def build_audio_encoder(
     state_dict: Mapping[str, Tensor], cfg: AudioEncoderConfig, what: str = "audio encoder"
 ) -> SDAAudioEncoder:
     """Strictly load our-named audio-encoder weights into a new module (eval mode)."""
-    ensure_registered()
-    return hub.build_and_load(cfg, dict(state_dict), what=what)  # type: ignore[return-value]
+    return checkpoints.build_and_load(cfg, dict(state_dict), what=what)  # type: ignore[return-value]

@@ -25,25 +25,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import hub
-from ..data.audio import load_audio
-from ..data.face import FaceAnalyzer
-from ..data.image import load_portrait
-from ..diffusion.respacing import respaced_schedule, space_timesteps, training_schedule
-from .alignment import crema_transform, paste_aligned, warp_to_crema
-from .audio_encoder import SDAAudioEncoder
-from .configs import DiffusedHeadsConfig, DiffusedHeadsDiffusionConfig, ensure_registered
-from .convert import FAMILY
-from .model_index import read_model_index
-from .options import SAMPLERS, DiffusedHeadsOptions
-from .sampling import (
+from talkinghead import checkpoints
+from talkinghead.diffused_heads.alignment import crema_transform, paste_aligned, warp_to_crema
+from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
+from talkinghead.diffused_heads.configs import DiffusedHeadsConfig, DiffusedHeadsDiffusionConfig
+from talkinghead.diffused_heads.convert import FAMILY
+from talkinghead.diffused_heads.options import SAMPLERS, DiffusedHeadsOptions
+from talkinghead.diffused_heads.sampling import (
     FrameSampler,
     OfficialNoise,
     ancestral_sampler,
     ddim_sampler,
     generate_frames,
 )
-from .unet import DiffusedHeadsUNet
+from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
+from talkinghead.diffusion.respacing import respaced_schedule, space_timesteps, training_schedule
+from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.media.audio import load_audio
+from talkinghead.media.image import load_portrait
+from talkinghead.model_index import read_model_index
+from talkinghead.pipelines.base import GenerationResult, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +68,7 @@ class PreparedPortrait:
     matrix: np.ndarray
 
 
-@dataclass
-class GenerationResult:
-    """What one call produced (the fields of the shared pipeline protocol)."""
-
-    frames: Iterator[np.ndarray] | None  # lazily yielded (n, H, W, 3) uint8 RGB batches
-    num_frames: int  # F, at ``fps``
-    fps: int  # frame rate
-    seed: int  # reproduces this output
-    prepared: PreparedPortrait  # the prepared portrait
-    motion: None = None  # Diffused Heads has no separate head-motion track
-
-
-class DiffusedHeadsPipeline:
+class DiffusedHeadsPipeline(TalkingHeadPipeline):
     """Diffused Heads inference over loaded networks.
 
     Args:
@@ -120,15 +109,16 @@ class DiffusedHeadsPipeline:
         face3d_dir: str | Path | None = None,
     ) -> DiffusedHeadsPipeline:
         """Load a model directory written by ``diffused_heads.convert.convert``."""
-        ensure_registered()
         path = Path(path)
-        info = read_model_index(path, FAMILY)
-        components = info["components"]
-        unet = hub.load_component(path / components["unet"], device=device)
+        index = read_model_index(path)
+        if index.family != FAMILY:
+            raise ValueError(f"{path} holds a {index.family!r} model, not a Diffused Heads model.")
+        components = index.components
+        unet = checkpoints.load_component(path / components["unet"], device=device)
         encoder = None
         if "audio_encoder" in components:
-            encoder = hub.load_component(path / components["audio_encoder"], device=device)
-        settings = info.get("config", {})
+            encoder = checkpoints.load_component(path / components["audio_encoder"], device=device)
+        settings = index.config
         diffusion = DiffusedHeadsDiffusionConfig(**settings.get("diffusion", {}))
         config = DiffusedHeadsConfig(
             resolution=settings.get("resolution", unet.cfg.image_size),

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ..diffusion.ancestral import ancestral_sample
-from ..diffusion.ddim_eps import ddim_eps_sample
-from ..diffusion.respacing import LearnedRangeSchedule
-from .unet import DiffusedHeadsUNet
+from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
+from talkinghead.diffusion.ancestral import ancestral_sample
+from talkinghead.diffusion.ddim_eps import ddim_eps_sample
+from talkinghead.diffusion.respacing import LearnedRangeSchedule
 
 FrameCallback = Callable[[int, int, int], None]  # (frame index, steps done, steps per frame)
 # (denoise_fn, x_T, step noise, step callback) -> the clean frame

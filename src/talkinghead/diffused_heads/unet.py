@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .configs import DiffusedHeadsUNetConfig
+from talkinghead.diffused_heads.configs import DiffusedHeadsUNetConfig
 
 
 def timestep_sinusoid(

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .respacing import LearnedRangeSchedule
+from talkinghead.diffusion.respacing import LearnedRangeSchedule
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 NoiseFn = Callable[[torch.Size], Tensor]

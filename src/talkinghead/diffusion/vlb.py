@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .respacing import LearnedRangeSchedule
+from talkinghead.diffusion.respacing import LearnedRangeSchedule
 
 
 def gaussian_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
