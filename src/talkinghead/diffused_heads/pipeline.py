@@ -36,6 +36,7 @@ from talkinghead.diffused_heads.sampling import (
     OfficialNoise,
     ancestral_sampler,
     ddim_sampler,
+    dpmpp_sampler,
     generate_frames,
 )
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
@@ -223,10 +224,11 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
 
     def _sampler(self, options: DiffusedHeadsOptions) -> FrameSampler:
         diffusion = self.config.diffusion
-        if options.sampler == "ddim":
+        if options.sampler in ("ddim", "dpmpp-2m"):
             kept = space_timesteps(diffusion.num_train_timesteps, options.num_steps)
             train = training_schedule(diffusion.num_train_timesteps, diffusion.max_beta)
-            return ddim_sampler(kept, train.alpha_bar.double())
+            build = ddim_sampler if options.sampler == "ddim" else dpmpp_sampler
+            return build(kept, train.alpha_bar.double())
         schedule = respaced_schedule(
             options.num_steps, diffusion.num_train_timesteps, diffusion.max_beta
         )
