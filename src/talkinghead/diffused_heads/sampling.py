@@ -28,10 +28,16 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from talkinghead.diffused_heads.configs import DiffusedHeadsDiffusionConfig
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.ancestral import ancestral_sample
 from talkinghead.diffusion.ddim_eps import ddim_eps_sample
-from talkinghead.diffusion.respacing import LearnedRangeSchedule
+from talkinghead.diffusion.respacing import (
+    LearnedRangeSchedule,
+    respaced_schedule,
+    space_timesteps,
+    training_schedule,
+)
 from talkinghead.diffusion.samplers import dpmpp_2m_sample
 
 FrameCallback = Callable[[int, int, int], None]  # (frame index, steps done, steps per frame)
@@ -85,6 +91,25 @@ def dpmpp_sampler(timesteps: list[int], alphas_cumprod: Tensor) -> FrameSampler:
         )
 
     return sample
+
+
+def frame_sampler(
+    name: str,
+    num_steps: int,
+    diffusion: DiffusedHeadsDiffusionConfig,
+    device: torch.device | str = "cpu",
+) -> FrameSampler:
+    """The sampler called ``name`` (``options.SAMPLERS``) with ``num_steps`` network calls per frame,
+    its coefficients on ``device``."""
+    num_train = diffusion.num_train_timesteps
+    if name == "ancestral":
+        schedule = respaced_schedule(num_steps, num_train, diffusion.max_beta)
+        return ancestral_sampler(schedule.to(device))
+    builders = {"ddim": ddim_sampler, "dpmpp-2m": dpmpp_sampler}
+    if name not in builders:
+        raise ValueError(f"sampler={name!r} must be one of ancestral, {', '.join(builders)}")
+    alpha_bar = training_schedule(num_train, diffusion.max_beta).alpha_bar.double()
+    return builders[name](space_timesteps(num_train, num_steps), alpha_bar)
 
 
 def audio_window(frame: int, num_frames: int, half: int) -> list[int]:
