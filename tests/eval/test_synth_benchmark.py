@@ -20,6 +20,7 @@ from talkinghead.eval.synth_benchmark import (
     mouth_opening,
     pearson,
     run_synth_benchmark,
+    summarize,
 )
 
 
@@ -111,6 +112,16 @@ def test_benchmark_plumbing(synth_set: Path, tiny_pipeline, tmp_path: Path) -> N
     assert again["clips"] == {
         k: {m: v for m, v in r.items() if "pbnet" not in m} for k, r in summary["clips"].items()
     }  # seeded: repeatable
+    opened = run_synth_benchmark(
+        synth_set, tiny_pipeline, options=SynthBenchOptions(num_steps=2, source="open")
+    )
+    row = next(iter(opened["clips"].values()))
+    assert row["source_index"] > 0 and "source_index" not in opened["mean"]
+    with pytest.raises(ValueError, match="source"):
+        SynthBenchOptions(source="last")
+    other = run_synth_benchmark(synth_set, tiny_pipeline, shard=(1, 2))  # the one clip is shard 0
+    assert other["num_clips"] == 0
+    assert summarize({**other["clips"], **opened["clips"]})["mean"] == opened["mean"]
 
 
 def test_rejects_sets_without_truth(tmp_path: Path, tiny_pipeline) -> None:
