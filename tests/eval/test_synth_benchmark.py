@@ -155,3 +155,4 @@ def test_cli_eval_synth(synth_set: Path, tmp_path: Path, capsys: pytest.CaptureF
     # the existing positional form of `eval` is untouched
     args = build_parser().parse_args(["eval", "some_dir"])
     assert args.generated_dir == "some_dir" and args.func.__name__ == "run_eval"
+    assert build_parser().parse_args(["eval-synth", "d", "--source", "open"]).source == "open"
