@@ -1,4 +1,4 @@
-"""The shipped demo model talks: on the packaged clip, the generated mouth opening follows the speech.
+"""The shipped demo model talks: on the packaged clip the generated mouth follows the speech.
 
 Renders the packaged portrait with the packaged speech (PBNet pose and blinks, as ``talkinghead
 demo``; 10 DDIM steps to stay under a minute on CPU) and correlates the generated mouth opening
@@ -20,7 +20,7 @@ from talkinghead.demo import DEMO_DIR, FACE_FILE, make_demo_assets
 from talkinghead.eval.demo_mouth import demo_mouth, render_demo_frames, speech_envelope
 
 # To be set from the correlation `scripts/demo_model_card.py --steps 10` prints for the first
-# shipped model of `make demo-model`, with margin (MODEL_CARD.md). None: not set yet, the test skips.
+# shipped model of `make demo-model`, with margin (MODEL_CARD.md). None: not set, the test skips.
 MIN_CORR: float | None = None
 
 

@@ -122,6 +122,8 @@ def test_benchmark_plumbing(synth_set: Path, tiny_pipeline, tmp_path: Path) -> N
     other = run_synth_benchmark(synth_set, tiny_pipeline, shard=(1, 2))  # the one clip is shard 0
     assert other["num_clips"] == 0
     assert summarize({**other["clips"], **opened["clips"]})["mean"] == opened["mean"]
+    read_back = summarize({"a": {"mouth_corr_gt": None}, "b": {"mouth_corr_gt": 0.5}})  # JSON null
+    assert read_back["mean"] == {"mouth_corr_gt": 0.5} and "nan" in format_table(read_back)
 
 
 def test_rejects_sets_without_truth(tmp_path: Path, tiny_pipeline) -> None:

@@ -9,7 +9,8 @@ trained and used with a *half-open* source frame: inner mouth and teeth visible,
 * ``reference_index``: the one frame nearest ``TARGET_OPEN`` (the demo portrait, the benchmark's
   source with ``source="open"``).
 * ``mined_driving``: a driving frame drawn with weight growing with its mouth-opening difference
-  from the source, so that LFG pairs carry mouth motion rather than frames whose mouths barely differ.
+  from the source, so that LFG pairs carry mouth motion rather than frames whose mouths barely
+  differ.
 
 All need the synthetic ground truth ``mouth_open`` (F,) in [0, 1] and ``blink`` (F,) (1 = closed).
 """

@@ -370,16 +370,18 @@ def run_synth_benchmark(
 
 
 def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per-clip rows -> the summary ``run_synth_benchmark`` returns (means over clips)."""
+    """Per-clip rows -> the summary ``run_synth_benchmark`` returns (means over clips).
+
+    Rows read back from a written summary hold null for NaN; they count as NaN again.
+    """
+    clips = {
+        cid: {k: np.nan if v is None else v for k, v in row.items()}
+        for cid, row in sorted(rows.items())
+    }
     skip = ("frames", "source_index")
-    keys = sorted({k for row in rows.values() for k in row if k not in skip})
-
-    def values(key: str) -> list[float]:  # rows read back from JSON hold null for NaN
-        return [np.nan if row[key] is None else row[key] for row in rows.values() if key in row]
-
-    mean = {k: float(np.nanmean(values(k))) for k in keys}
-    clips = dict(sorted(rows.items()))
-    return {"num_clips": len(rows), "mean": mean, "goals": GOALS, "clips": clips}
+    keys = sorted({k for row in clips.values() for k in row if k not in skip})
+    mean = {k: float(np.nanmean([row[k] for row in clips.values() if k in row])) for k in keys}
+    return {"num_clips": len(clips), "mean": mean, "goals": GOALS, "clips": clips}
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -224,7 +224,7 @@ def info_style(info: dict) -> FaceStyle:
 
 
 def person_seed(seed: tuple[int, int], identities: int | None) -> tuple[int, int]:
-    """Clip ``(s, i)`` shows person ``(s, i mod identities)``; every clip its own without a limit."""
+    """Clip ``(s, i)`` shows person ``(s, i mod identities)``; without a limit, its own."""
     return seed if not identities else (seed[0], seed[1] % identities)
 
 
