@@ -100,7 +100,10 @@ def run_eval_synth(args: argparse.Namespace) -> int:
         raise CLIError("pass --weights MODEL_DIR (or --preset tiny for a plumbing check).")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = SynthBenchOptions(
-        num_steps=args.steps, seed=args.seed, max_clips=args.max_clips, pbnet=args.pbnet,
+        num_steps=args.steps,
+        seed=args.seed,
+        max_clips=args.max_clips,
+        pbnet=args.pbnet,
         source=args.source,
     )
     hubert = {"hubert_path": args.hubert} if args.hubert else {}
