@@ -63,7 +63,7 @@ class Budget:
 
     lfg: int = 1000  # LFG optimiser steps
     pbnet: int = 1000  # steps of each PBNet
-    a2v: int = 1500  # A2V-FDM steps
+    a2v: int = 1000  # A2V-FDM steps (the shipped model's count)
     lfg_pairs: str = "mouth"  # "random" for the official pairs (a comparison)
 
 
