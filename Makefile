@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= talk.mp4
 
-.PHONY: setup test lint run demo dh-synth
+.PHONY: setup test lint run demo demo-model dh-synth
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: setup $(VENV)/.serve-extras
 # The packaged demo model speaks the packaged clip -> demo.mp4 (CPU, no downloads).
 demo: setup
 	$(BIN)/talkinghead demo -o demo.mp4
+
+# Retrain the packaged demo model from nothing (CPU, ~2 h on 2 cores; resumes when re-run).
+# Data, checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the
+# model replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py.
+demo-model: setup
+	$(BIN)/python scripts/train_demo_model.py
 
 lint: setup
 	$(BIN)/ruff check src tests
