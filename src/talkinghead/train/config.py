@@ -62,6 +62,15 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_clip": 0.1,
         "clip_frames": 1,
     },
+    # Diffused Heads (diffusedheads_spec.md §4.3): Adam lr 5e-5, batch 10 per GPU, no clipping
+    "diffused-heads": {
+        "optimizer": "adam",
+        "lr": 5e-5,
+        "betas": (0.9, 0.999),
+        "batch_size": 10,
+        "grad_clip": 0.0,
+        "clip_frames": 1,
+    },
 }
 # a stage without official values above (another family's) starts from these
 GENERIC_DEFAULTS: dict[str, Any] = {
@@ -139,6 +148,8 @@ class TrainConfig:
     sample_steps: int = 10  # DDIM steps of the preview samples
     # DiffTalk (difftalk_spec.md §4)
     first_stage: str | None = None  # frozen VQ first stage: a DiffTalk model dir or its folder
+    # Diffused Heads (diffusedheads_spec.md §4)
+    faithful_lip: bool = False  # L_lip in the identity frame's mouth box (official; likely a bug)
 
     def __post_init__(self) -> None:
         stages = training_stages()
