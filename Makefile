@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= talk.mp4
 
-.PHONY: setup test lint run demo
+.PHONY: setup test lint run demo difftalk-small
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: setup $(VENV)/.serve-extras
 # The packaged demo model speaks the packaged clip -> demo.mp4 (CPU, no downloads).
 demo: setup
 	$(BIN)/talkinghead demo -o demo.mp4
+
+# A small DiffTalk trained on synthetic faces (CPU, about an hour on 2 cores; resumable: run it again
+# after a stop). Writes runs/difftalk_small/{model,demo,eval.json}. FACE3D: the 3DDFA_V2 assets.
+difftalk-small: setup
+	$(BIN)/python scripts/train_difftalk_small.py $(if $(FACE3D),--face3d "$(FACE3D)")
 
 lint: setup
 	$(BIN)/ruff check src tests

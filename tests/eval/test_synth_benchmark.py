@@ -157,7 +157,8 @@ def test_a_video_driven_family_is_scored_on_its_revoiced_clip(synth_set: Path) -
     options = SynthBenchOptions(num_steps=2)
     summary = run_synth_benchmark(synth_set, pipe, options=options)
     row = next(iter(summary["clips"].values()))
-    assert set(row) == {"frames", "mouth_corr_real", "mouth_corr_gt"}
+    assert set(row) == {"frames", "mouth_corr_real", "mouth_corr_gt", "unchanged_frames"}
+    assert row["unchanged_frames"] == 0
     assert row["mouth_corr_real"] > 0.8 and -1 <= row["mouth_corr_gt"] <= 1
     table = format_table(summary)
     assert "goal mouth_corr >= 0.6" in table and "lfg_psnr" not in table

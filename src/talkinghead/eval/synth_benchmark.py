@@ -245,8 +245,11 @@ def _generate(
     return np.concatenate(list(pipe.decode(portrait, latents, options.batch_size)))
 
 
-def _revoice(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> np.ndarray:
-    """(F, S, S, 3) uint8: the clip's own frames re-voiced with its speech (video-driven families)."""
+def _revoice(
+    pipe: Any, reader: Any, options: SynthBenchOptions, seed: int
+) -> tuple[np.ndarray, int]:
+    """The clip's own frames re-voiced with its speech (video-driven families): (F, S, S, 3) uint8
+    and how many frames passed through unchanged (no face found: their mouth is the truth)."""
     import dataclasses
 
     call_options = dataclasses.replace(
@@ -256,7 +259,7 @@ def _revoice(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> n
     frames = np.concatenate(list(result.frames))
     if len(frames) < reader.num_frames:
         raise RuntimeError(f"{len(frames)} frames came back for a {reader.num_frames}-frame clip")
-    return frames[: reader.num_frames]
+    return frames[: reader.num_frames], int(getattr(result, "faceless_frames", 0))
 
 
 def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
@@ -271,11 +274,18 @@ def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) 
     truth_open = np.asarray(reader.array("mouth_open"))
     seconds = reader.num_frames / 25.0
     if get_family(pipe.family).takes_video:
-        gen = _resize(_revoice(pipe, reader, options, seed), data_size)
+        gen, unchanged = _revoice(pipe, reader, options, seed)
+        if unchanged:
+            logger.warning(
+                "%s: %d frames had no face and kept their true mouth", reader.dir, unchanged
+            )
         return {
             "frames": reader.num_frames,
             "mouth_corr_real": pearson(mouth_opening(frames, mouth_box, style), truth_open),
-            "mouth_corr_gt": pearson(mouth_opening(gen, mouth_box, style), truth_open),
+            "mouth_corr_gt": pearson(
+                mouth_opening(_resize(gen, data_size), mouth_box, style), truth_open
+            ),
+            "unchanged_frames": unchanged,
         }
     recon, video = lfg_reconstruction(
         pipe.modules.flow_ae, frames, pipe.modules.resolution, options.batch_size
@@ -314,8 +324,9 @@ def run_synth_benchmark(
 
     Returns:
         ``{"clips": {id: row}, "mean": {metric: value}, "goals": GOALS, "num_clips": n}``; rows
-        of a video-driven family hold ``mouth_corr_gt`` (the clip re-voiced with its own speech)
-        and ``mouth_corr_real``; rows of a portrait family hold ``lfg_psnr``, ``mouth_corr_gt`` (generated, GT drivers), ``mouth_corr_lfg`` (the
+        of a video-driven family hold ``mouth_corr_gt`` (the clip re-voiced with its own speech),
+        ``mouth_corr_real`` and ``unchanged_frames`` (no face found, so not re-voiced: they
+        flatter ``mouth_corr_gt``); rows of a portrait family hold ``lfg_psnr``, ``mouth_corr_gt`` (generated, GT drivers), ``mouth_corr_lfg`` (the
         LFG's own reconstructions: the ceiling through the autoencoder), ``mouth_corr_real`` (the
         measure's ceiling), ``blink_rate_true/real/gt`` (and ``*_pbnet``) in blinks per second.
     """
