@@ -68,8 +68,8 @@ def stage_config(stage: str, work: Path, budget: Budget):
         )  # fmt: skip
     return TrainConfig(
         stage="difftalk", steps=budget.denoiser, batch_size=budget.denoiser_batch, lr=3e-4,
-        warmup_steps=100, grad_clip=1.0, ckpt_every=200, first_stage=str(work / "vq_model"),
-        **common,
+        warmup_steps=100, grad_clip=1.0, ema_decay=0.995, ckpt_every=200,
+        first_stage=str(work / "vq_model"), **common,
     )  # fmt: skip
 
 
