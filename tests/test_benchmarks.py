@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/generate.py, attention.py and difftalk_speed.py on the tiny presets (CPU, seconds).
+"""Smoke tests of the benchmark scripts on the tiny presets (CPU, seconds).
 
 The scripts are run as a user runs them (subprocesses), so their command lines cannot rot. The
 official-code path needs a checkout that the repository never contains; it is exercised by hand
