@@ -160,43 +160,63 @@ def start_cli(*argv: str) -> subprocess.Popen:
 def run_demo(work: Path, args: argparse.Namespace) -> None:
     demo = work / "demo"
     steps = ["--steps", str(args.demo_steps)] if args.demo_steps else []
-    cmd = start_cli("generate", "--model", str(work / "model"), "--video", str(demo / "clip.mp4"),
-                      "--audio", str(demo / "speech.wav"), "--face3d", str(args.face3d), "--no-crop",
-                      "--seed", "0", "-q", *steps, "-o", str(demo / "dubbed.mp4"))  # fmt: skip
+    inputs = ["--video", str(demo / "clip.mp4"), "--audio", str(demo / "speech.wav")]
+    cmd = start_cli(
+        "generate", "--model", str(work / "model"), *inputs, "--face3d", str(args.face3d),
+        "--no-crop", "--seed", "0", "-q", *steps, "-o", str(demo / "dubbed.mp4"),
+    )  # fmt: skip
     if cmd.wait():
         raise RuntimeError("talkinghead generate failed (see above)")
 
 
 def evaluate(work: Path, args: argparse.Namespace) -> None:
     """Two processes: every held-out clip at --eval-steps; the first --steps-clips at the other
-    --compare-steps."""
+    --compare-steps. Meanwhile the first stage's own ceiling (``vq_ceiling``)."""
     from talkinghead.files import write_json
     from talkinghead.train.recipe import say
 
     def eval_synth(steps: int, clips: int | None) -> list[str]:
-        out = [
-            "eval-synth",
-            str(work / "data"),
-            "--weights",
-            str(work / "model"),
-            "--face3d",
-            str(args.face3d),
-            "--steps",
-            str(steps),
-            "--out",
-            str(work / f"eval_{steps}.json"),
-        ]
-        return out + (["--max-clips", str(clips)] if clips else [])  # fmt: skip
+        model = ["--weights", str(work / "model"), "--face3d", str(args.face3d)]
+        out = ["eval-synth", str(work / "data"), *model, "--steps", str(steps),
+               "--out", str(work / f"eval_{steps}.json")]  # fmt: skip
+        return out + (["--max-clips", str(clips)] if clips else [])
 
     main = start_cli(*eval_synth(args.eval_steps, args.eval_clips))
+    ceiling = vq_ceiling(work, args.eval_clips)
     for steps in (s for s in args.compare_steps if s != args.eval_steps):
         if start_cli(*eval_synth(steps, args.steps_clips)).wait():
             raise RuntimeError(f"eval-synth at {steps} steps failed (see above)")
     if main.wait():
         raise RuntimeError("eval-synth failed (see above)")
     summary = summarize_eval(work, args.eval_steps, args.compare_steps, args.steps_clips)
+    summary["mouth_corr_vq"] = ceiling
     write_json(work / "eval.json", summary)
     say("eval: " + json.dumps(summary))
+
+
+def vq_ceiling(work: Path, max_clips: int | None) -> float:
+    """Mean held-out mouth correlation of the first stage's own reconstructions (encode, quantise,
+    decode the real frames): the best the denoiser can reach through this autoencoder."""
+    import numpy as np
+    import torch
+
+    from talkinghead.data.layout import ClipReader
+    from talkinghead.data.synth.clips import clip_style
+    from talkinghead.difftalk.networks import decode_latents, encode_images
+    from talkinghead.difftalk.training import load_first_stage
+    from talkinghead.eval.synth_benchmark import mouth_opening, pearson
+
+    vq = load_first_stage(work / "model")
+    corrs = []
+    for clip in held_out_clips(work)[:max_clips]:
+        reader = ClipReader(clip)
+        x = torch.from_numpy(np.array(reader.frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.no_grad():
+            y = torch.cat([decode_latents(vq, encode_images(vq, b)) for b in x.split(25)])
+        rec = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        style, box = clip_style(reader.info["seed"]), np.asarray(reader.array("mouth_box"))
+        corrs.append(pearson(mouth_opening(rec, box, style), reader.array("mouth_open")))
+    return float(np.nanmean(corrs))
 
 
 def summarize_eval(work: Path, eval_steps: int, compared: list[int], steps_clips: int) -> dict:
@@ -214,6 +234,7 @@ def summarize_eval(work: Path, eval_steps: int, compared: list[int], steps_clips
         "ddim_steps": eval_steps,
         "mouth_corr": runs[eval_steps]["mean"]["mouth_corr_gt"],
         "mouth_corr_real_frames": runs[eval_steps]["mean"]["mouth_corr_real"],
+        "unchanged_frames": sum(r["unchanged_frames"] for r in runs[eval_steps]["clips"].values()),
         "by_steps": {
             "clips": first,
             **{str(s): mean(s, "mouth_corr_gt") for s in sorted(set(compared))},
