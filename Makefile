@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= talk.mp4
 
-.PHONY: setup test lint run demo demo-model dh-synth
+.PHONY: setup test lint run demo demo-model dh-synth difftalk-small
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: setup
 # model replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py.
 demo-model: setup
 	$(BIN)/python scripts/train_demo_model.py
+
+# A small DiffTalk trained on synthetic faces (CPU, about an hour on 2 cores; resumable: run it again
+# after a stop). Writes runs/difftalk_small/{model,demo,eval.json}. FACE3D: the 3DDFA_V2 assets.
+difftalk-small: setup
+	$(BIN)/python scripts/train_difftalk_small.py $(if $(FACE3D),--face3d "$(FACE3D)")
 
 lint: setup
 	$(BIN)/ruff check src tests

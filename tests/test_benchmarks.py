@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/generate.py and benchmarks/attention.py on the tiny preset (CPU, seconds).
+"""Smoke tests of the benchmark scripts on the tiny presets (CPU, seconds).
 
 The scripts are run as a user runs them (subprocesses), so their command lines cannot rot. The
 official-code path needs a checkout that the repository never contains; it is exercised by hand
@@ -109,3 +109,16 @@ def test_generate_hands_workers_absolute_paths(
     generate = importlib.import_module("generate")
     args = generate.parse_args(["--out", "out", "--official", "dawn"])
     assert args.out == tmp_path / "out" and args.official == tmp_path / "dawn"
+
+
+@pytest.mark.slow
+def test_difftalk_speed_tiny_rows(tmp_path: Path) -> None:
+    _run(
+        "difftalk_speed.py", "--preset", "tiny", "--steps", "2", "1", "--frames", "3",
+        "--batch", "2", "--threads", "1", "--out", str(tmp_path),
+    )  # fmt: skip
+    report = json.loads((tmp_path / "difftalk_speed_tiny_cpu.json").read_text())
+    assert [r["steps"] for r in report["rows"]] == [2, 1]
+    for r in report["rows"]:
+        assert r["frames"] == 3 and r["fps"] > 0
+        assert r["encoder_calls"] == 0, "the reference latent is encoded once, in prepare"

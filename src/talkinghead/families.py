@@ -107,7 +107,10 @@ FAMILIES: dict[str, Family] = {
             pipeline="talkinghead.difftalk.pipeline:DiffTalkPipeline",
             options="talkinghead.difftalk.configs:DiffTalkOptions",
             converter="talkinghead.difftalk.convert:convert",
-            training={"difftalk": "talkinghead.difftalk.training"},
+            training={
+                "difftalk-vq": "talkinghead.difftalk.vq_training",
+                "difftalk": "talkinghead.difftalk.training",
+            },
             takes_video=True,
             components={
                 "DiffTalkVQConfig": (

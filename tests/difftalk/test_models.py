@@ -92,3 +92,17 @@ def test_gradients_are_finite_everywhere(make_modules) -> None:
         assert not missing, f"{name}: no gradient for {missing[:5]}"
         bad = [n for n, p in trainable if p.grad is not None and not torch.isfinite(p.grad).all()]
         assert not bad, f"{name}: non-finite gradients in {bad[:5]}"
+
+
+def test_the_small_preset_builds_at_its_stated_size() -> None:
+    from talkinghead.difftalk.networks import build_denoiser, build_first_stage
+
+    small = PRESETS["small"]
+    assert small.latent_size == 16 and small.audio_features == "logmel"
+
+    def millions(net: torch.nn.Module) -> float:
+        return sum(p.numel() for p in net.parameters()) / 1e6
+
+    assert round(millions(build_first_stage(small.first_stage)), 1) == 0.7
+    assert round(millions(build_denoiser(small.denoiser)), 1) == 6.7
+    assert small.condition.audio_channels == 80 and small.condition.context_dim == 128

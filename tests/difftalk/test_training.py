@@ -155,3 +155,49 @@ def test_add_landmarks_to_a_prepared_set(data: Path, tmp_path: Path) -> None:
     points = np.load(copy / "clips" / "c0" / "landmarks.npy")
     assert points.shape == (FRAMES, 68, 2) and np.allclose(points[3], backend.points)
     assert not (copy / "clips" / "c1" / "landmarks.npy").exists()
+
+
+def test_first_stage_training_lowers_the_loss_resumes_and_feeds_the_denoiser(
+    data: Path, tmp_path: Path
+) -> None:
+    from talkinghead.data.synth.clips import write_synth_dataset
+    from talkinghead.difftalk import vq_training
+
+    faces = tmp_path / "synth"  # smooth faces: the noise frames of `data` cannot be compressed
+    write_synth_dataset(
+        faces, num_clips=2, seconds=1.0, resolution=RES, voice="formant", video=False,
+        progress=False, test_fraction=0.0,
+    )  # fmt: skip
+
+    def vq_cfg(run: str, steps: int) -> TrainConfig:
+        return TrainConfig(
+            stage="difftalk-vq", data=str(faces), run_dir=str(tmp_path / run), steps=steps,
+            batch_size=8, lr=3e-3, num_repeats=1, progress=False, log_every=1, ckpt_every=4,
+        ).resolve()  # fmt: skip
+
+    cfg = vq_cfg("vq", 24)
+    task = vq_training.build_task(cfg)
+    assert task.dataset[0]["image"].shape == (3, RES, RES)
+    codebook = task.model.quantize.embedding.weight
+    assert codebook.abs().max() > 0.1, "codebook seeded from encoder outputs, not the tiny init"
+    losses = train(cfg, task).losses
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), (losses[:4], losses[-4:])
+
+    straight = vq_cfg("straight", 6)
+    straight_losses = train(straight, vq_training.build_task(straight)).losses
+    cut = vq_cfg("cut", 6)
+
+    def stop_at_3(done: int, loss: float) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, vq_training.build_task(cut), hooks=[stop_at_3])
+    rest = train(cut, vq_training.build_task(cut), resume=True).losses
+    expected = torch.tensor(straight_losses[3:])
+    torch.testing.assert_close(torch.tensor(rest), expected, rtol=1e-6, atol=1e-6)
+
+    out = vq_training.export(tmp_path / "vq", tmp_path / "vq_model")[0]
+    assert out == tmp_path / "vq_model" / "first_stage"
+    denoiser = _cfg(data, tmp_path / "vq_model", tmp_path / "run", 2)
+    assert len(train(denoiser, build_task(denoiser)).losses) == 2

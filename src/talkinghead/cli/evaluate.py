@@ -72,6 +72,8 @@ def add_eval_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="model folder (e.g. from train --export)")
     p.add_argument("--preset", default=None, choices=["tiny"], help="random weights (plumbing only)")
     p.add_argument("--hubert", default=None, help="HuBERT folder for HuBERT-conditioned models")
+    p.add_argument("--face3d", default=None,
+                   help="3DDFA_V2 assets folder (DiffTalk finds faces and landmarks with it)")
     p.add_argument("--out", default="synth_eval.json", help="JSON summary path")
     p.add_argument("--steps", type=int, default=S.num_steps, help="DDIM steps")
     p.add_argument("--seed", type=int, default=S.seed, help="generation seed of the first clip")
@@ -106,12 +108,13 @@ def run_eval_synth(args: argparse.Namespace) -> int:
         pbnet=args.pbnet,
         source=args.source,
     )
-    hubert = {"hubert_path": args.hubert} if args.hubert else {}
+    loader = {"hubert_path": args.hubert, "face3d_dir": args.face3d}
+    loader = {k: v for k, v in loader.items() if v}
     try:
         if args.preset is not None:
             pipeline = random_pipeline(args.preset, device, None, torch.float32)
         else:
-            pipeline = load_pipeline(args.weights, device=device, **hubert)
+            pipeline = load_pipeline(args.weights, device=device, **loader)
         summary = run_synth_benchmark(args.data_dir, pipeline, options=options)
     except (OSError, ValueError, RuntimeError) as err:
         raise CLIError(first_line(err)) from err

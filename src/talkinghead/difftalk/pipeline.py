@@ -196,7 +196,14 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         if kind == "logmel":
             return logmel_condition(samples, num, n_mels=channels)
         if kind == "hubert":
-            feats = self.audio_encoder(samples, 2 * num).float().cpu()  # 50 Hz
+            if self.audio_encoder is None:
+                raise ValueError("this DiffTalk model uses HuBERT features: pass hubert_path.")
+            feats = self.audio_encoder(samples, 2 * num).float().cpu()  # -> (2F, hidden), 50 Hz
+            if feats.shape[1] != channels:
+                raise ValueError(
+                    f"the HuBERT gives {feats.shape[1]} features per step but this model's audio "
+                    f"encoder reads {channels}; pass the HuBERT it was trained with."
+                )
             return smooth_windows(frame_windows(feats, num))
         raise ValueError(
             "this DiffTalk model was trained on DeepSpeech windows, which the toolkit cannot compute: "

@@ -46,6 +46,7 @@ from talkinghead.difftalk.geometry import TRAINING_MASK_LANDMARK, masked_frame, 
 from talkinghead.difftalk.model_dir import DiffTalkModules, save_model_dir
 from talkinghead.difftalk.networks import build_denoiser, encode_images, predict_eps
 from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_betas
+from talkinghead.files import atomic_output
 from talkinghead.media.audio import load_audio
 from talkinghead.train.config import TrainConfig
 from talkinghead.train.loop import Task, load_checkpoint, seeded
@@ -149,12 +150,9 @@ class DiffTalkFrameDataset(Dataset):
             cached = load_file(str(path))
         else:
             cached = self._encode(clip, landmarks, first_stage)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {k: v.contiguous() for k, v in cached.items()},
-                str(path),
-                {"first_stage": fingerprint},
-            )
+            with atomic_output(path) as tmp:  # an interrupted run leaves no torn cache file
+                tensors = {k: v.contiguous() for k, v in cached.items()}
+                save_file(tensors, str(tmp), {"first_stage": fingerprint})
         upper = np.stack([upper_face_landmarks(p) for p in landmarks])
         return {
             "latents": cached["latents"],
