@@ -40,15 +40,15 @@ from talkinghead.difftalk.prepare import (
     AnalyzerBackend,
     DiffTalkPrepared,
     FaceBackend,
-    ProgressCallback,
     load_frames,
     prepare_frames,
 )
 from talkinghead.diffusion.masked_ddim import masked_ddim_sample
 from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_betas
-from talkinghead.face.analysis import CROP_MARGIN, FaceAnalyzer
+from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.face.crop import CROP_MARGIN
 from talkinghead.media.audio import load_audio, num_video_frames
-from talkinghead.pipelines.base import GenerationResult, TalkingHeadPipeline
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -44,11 +44,9 @@ from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
-from talkinghead.pipelines.base import GenerationResult, TalkingHeadPipeline
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
