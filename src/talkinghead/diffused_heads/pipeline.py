@@ -14,7 +14,6 @@ so a seed gives the same frames on every device and matches a seeded official ru
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +43,12 @@ from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
-from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
+from talkinghead.pipelines.base import (
+    GenerationResult,
+    ProgressCallback,
+    TalkingHeadPipeline,
+    seeded_generator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,8 +260,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             raise ValueError(
                 "pass a CPU torch.Generator: the draws are made on the CPU so every device agrees"
             )
-        seed = generator.initial_seed() if generator is not None else options.seed
-        seed = seed if seed is not None else secrets.randbits(31)
+        seed, generator = seeded_generator(options.seed, generator)
         options = replace(options, seed=seed)
         sampler = self._sampler(options)  # validates num_steps
         emb = self.audio_embeddings(audio)  # checked before the (slower) face analysis
