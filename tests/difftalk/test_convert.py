@@ -23,7 +23,7 @@ from talkinghead.difftalk.convert import (
 )
 from talkinghead.difftalk.model_dir import load_model_dir, read_difftalk_index
 from talkinghead.difftalk.networks import build_denoiser, build_first_stage
-from talkinghead.lightning_checkpoint import read_checkpoint
+from talkinghead.torch_archive import read_checkpoint
 
 GOLDEN = PRESETS["golden-reduced"]
 
@@ -152,7 +152,7 @@ def test_code_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"refers to (posix|nt)\.system.*refusing"):
         read_checkpoint(tmp_path / "evil.ckpt")
     (tmp_path / "legacy.ckpt").write_bytes(b"\x80\x02not a zip")
-    with pytest.raises(ValueError, match="not a torch zip checkpoint"):
+    with pytest.raises(ValueError, match="not a PyTorch zip archive"):
         convert(tmp_path / "legacy.ckpt", tmp_path / "out")
 
 

@@ -35,7 +35,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from talkinghead import checkpoints
-from talkinghead.diffused_heads.archive import Opaque, is_torchscript, module_tensors, read_archive
 from talkinghead.diffused_heads.configs import (
     PRESETS,
     AudioEncoderConfig,
@@ -52,6 +51,7 @@ from talkinghead.diffused_heads.official_keys import (
     unet_state_dict,
 )
 from talkinghead.model_index import ModelIndex, write_model_index
+from talkinghead.torch_archive import Opaque, is_torchscript, module_tensors, read_archive
 
 logger = logging.getLogger(__name__)
 
