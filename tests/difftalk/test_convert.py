@@ -21,8 +21,9 @@ from talkinghead.difftalk.convert import (
     convert_vq_state_dict,
     unet_keys_rename,
 )
-from talkinghead.difftalk.model_dir import load_model_dir, read_difftalk_index
+from talkinghead.difftalk.model_dir import FAMILY, load_model_dir
 from talkinghead.difftalk.networks import build_denoiser, build_first_stage
+from talkinghead.model_index import read_model_index
 from talkinghead.torch_archive import read_checkpoint
 
 GOLDEN = PRESETS["golden-reduced"]
@@ -73,7 +74,7 @@ def test_lightning_checkpoint_uses_the_ema_weights(
     src = tmp_path / "last.ckpt"
     _official_ckpt(golden_state, src)
     out = convert(src, tmp_path / "model", config=GOLDEN)
-    index = read_difftalk_index(out)
+    index = read_model_index(out, FAMILY)
     assert index.family == "difftalk"
     assert set(index.components) == {"first_stage", "unet", "condition"}
     meta = checkpoints.read_metadata(out / "unet")

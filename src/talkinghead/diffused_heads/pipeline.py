@@ -112,9 +112,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
     ) -> DiffusedHeadsPipeline:
         """Load a model directory written by ``diffused_heads.convert.convert``."""
         path = Path(path)
-        index = read_model_index(path)
-        if index.family != FAMILY:
-            raise ValueError(f"{path} holds a {index.family!r} model, not a Diffused Heads model.")
+        index = read_model_index(path, FAMILY)
         components = index.components
         unet = checkpoints.load_component(path / components["unet"], device=device)
         encoder = None
