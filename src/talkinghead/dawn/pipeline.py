@@ -45,12 +45,7 @@ from talkinghead.media.audio import load_audio, num_video_frames
 from talkinghead.media.audio_features import HubertFeatureExtractor, log_mel_features
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
-from talkinghead.pipelines.base import (
-    GenerationResult,
-    ProgressCallback,
-    TalkingHeadPipeline,
-    seeded_generator,
-)
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 from talkinghead.pipelines.compile import CompileBackend, CompiledDenoiser
 
 logger = logging.getLogger(__name__)
@@ -387,7 +382,7 @@ class DawnPipeline(DawnStreaming, TalkingHeadPipeline):
         options = options or GenerateOptions()
         if options.num_steps < 1:
             raise ValueError(f"num_steps={options.num_steps} must be >= 1")
-        seed, generator = seeded_generator(options.seed, generator, self.device)
+        seed, generator = self.seeded_generator(options.seed, generator, self.device)
         return replace(options, seed=seed), generator
 
     # -- the call --------------------------------------------------------------------------------

@@ -47,12 +47,7 @@ from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_be
 from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.face.crop import CROP_MARGIN
 from talkinghead.media.audio import load_audio, num_video_frames
-from talkinghead.pipelines.base import (
-    GenerationResult,
-    ProgressCallback,
-    TalkingHeadPipeline,
-    seeded_generator,
-)
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +225,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         windows = self.audio_condition(audio, options)
         order = frame_order(prepared.num_frames, windows.shape[0], prepared.is_still)
-        seed, generator = seeded_generator(options.seed, generator)
+        seed, generator = self.seeded_generator(options.seed, generator)
         frames = self._generate(prepared, windows, order, steps, options, generator, callback)
         faceless = int((~prepared.has_face[order]).sum())
         if faceless:

@@ -43,12 +43,7 @@ from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
-from talkinghead.pipelines.base import (
-    GenerationResult,
-    ProgressCallback,
-    TalkingHeadPipeline,
-    seeded_generator,
-)
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +253,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             raise ValueError(
                 "pass a CPU torch.Generator: the draws are made on the CPU so every device agrees"
             )
-        seed, generator = seeded_generator(options.seed, generator)
+        seed, generator = self.seeded_generator(options.seed, generator)
         options = replace(options, seed=seed)
         sampler = self._sampler(options)  # validates num_steps
         emb = self.audio_embeddings(audio)  # checked before the (slower) face analysis

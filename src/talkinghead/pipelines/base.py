@@ -55,20 +55,6 @@ class GenerationResult:
     motion: Any = None
 
 
-def seeded_generator(
-    seed: int | None, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
-) -> tuple[int, torch.Generator]:
-    """The seed that reproduces a call and the generator its draws come from.
-
-    A caller's ``generator`` is used as it is (its initial seed is the one reported); otherwise a new
-    one on ``device`` is seeded with ``seed``, drawn at random (31 bits) when None.
-    """
-    if generator is not None:
-        return generator.initial_seed(), generator
-    seed = seed if seed is not None else secrets.randbits(31)
-    return seed, torch.Generator(device=device).manual_seed(seed)
-
-
 class TalkingHeadPipeline:
     """Base of every family's pipeline; ``from_pretrained`` on this class picks the family.
 
@@ -116,6 +102,22 @@ class TalkingHeadPipeline:
         callback: ProgressCallback | None = None,
     ) -> GenerationResult:
         raise NotImplementedError
+
+    @staticmethod
+    def seeded_generator(
+        seed: int | None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> tuple[int, torch.Generator]:
+        """The seed that reproduces a call and the generator its draws come from.
+
+        A caller's ``generator`` is used as it is (its initial seed is the one reported); otherwise a
+        new one on ``device`` is seeded with ``seed``, drawn at random (31 bits) when None.
+        """
+        if generator is not None:
+            return generator.initial_seed(), generator
+        seed = seed if seed is not None else secrets.randbits(31)
+        return seed, torch.Generator(device=device).manual_seed(seed)
 
 
 class ProgressBars:
