@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
 from talkinghead import available_models, load_pipeline
 from talkinghead.cli import main
-from talkinghead.cli.flags import field_comments
+from talkinghead.cli.flags import add_dataclass_flags, field_comments
 from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.demo import DEMO_DIR, FACE_FILE, PORTRAIT, SPEECH, KnownFace
@@ -84,6 +86,17 @@ def test_flags_come_from_the_dataclass_comments():
     comments = field_comments(GenerateOptions)
     assert comments["num_steps"].startswith("DDIM steps")
     assert comments["sampler"].startswith("ddim (official)")  # a comment block above the field
+
+
+def test_a_shared_flag_takes_every_familys_choices():
+    from talkinghead.diffused_heads.options import DiffusedHeadsOptions
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, [GenerateOptions, DiffusedHeadsOptions])
+    for sampler in ("ddim", "dpmpp-2m", "ancestral"):
+        assert parser.parse_args(["--sampler", sampler]).sampler == sampler
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sampler", "euler"])
 
 
 def test_generate_needs_exactly_one_source(tmp_path, capsys):

@@ -4,8 +4,9 @@
 model in ``assets/demo/model`` (preset "demo": 64 px, log-mel audio, so no HuBERT and no download).
 The portrait and speech are one synthetic clip of a seed outside the training set
 (``data.synth.synthesize_clip``; espeak-ng or the built-in formant voice), made by
-``make_demo_assets``. Its face box, head pose and eye ratios are known from the renderer, so the
-demo needs no face detector: ``KnownFace`` hands them to the pipeline in place of ``FaceAnalyzer``.
+``make_demo_assets``; the portrait is the clip's frame with a half-open mouth
+(``data.mouth_reference``), which the model can close and open by warping. Its face box, head pose
+and eye ratios are known from the renderer, so the demo needs no face detector: ``KnownFace`` hands them to the pipeline in place of ``FaceAnalyzer``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ SPEECH = "speech.wav"
 FACE_FILE = "portrait.json"
 DEMO_SEED = (0, 100_000)  # synth clips of the training set use (0, i) with small i
 DEMO_ZOOM = 1.5  # the framing the demo model was trained on (talkinghead data synth --zoom)
+DEMO_IDENTITIES = 8  # the demo model's training set has 8 people (scripts/train_demo_model.py)
+DEMO_MOUTH_SCALE = 1.4  # ... drawn with a 1.4x mouth
 
 
 class KnownFace:
@@ -70,7 +73,9 @@ class KnownFace:
     def analyze(self, image: np.ndarray, name: str = "the image") -> FaceState:
         h, w = self.state.crop_box[3], self.state.crop_box[2]
         if image.shape[:2] != (h, w):
-            raise ValueError(f"{name} is {image.shape[:2]}, the known face belongs to a {h}x{w} image")
+            raise ValueError(
+                f"{name} is {image.shape[:2]}, the known face belongs to a {h}x{w} image"
+            )
         return self.state
 
 
@@ -81,8 +86,11 @@ def make_demo_assets(
     seconds: float = 5.0,
     voice: str = "auto",
     zoom: float = DEMO_ZOOM,
+    identities: int | None = DEMO_IDENTITIES,
+    mouth_scale: float = DEMO_MOUTH_SCALE,
 ) -> dict[str, Path]:
-    """Write the demo portrait (frame 0 of a synthetic clip), its speech and its face facts.
+    """Write the demo portrait (a half-open-mouth frame of a synthetic clip), its speech and its
+    face facts.
 
     Args:
         out_dir: folder for ``portrait.png``, ``speech.wav`` (16 kHz int16) and ``portrait.json``.
@@ -90,6 +98,8 @@ def make_demo_assets(
         seconds: speech length.
         voice: "auto", "espeak" or "formant" (``data.synth_voice.synthesize_speech``).
         zoom: camera framing (``data.synth.synthesize_clip``); the model's training framing.
+        identities, mouth_scale: the training set's (``data.synth.clips.write_synth_dataset``): the
+            demo person is one of its people, with its mouth size.
 
     Returns:
         name -> written path.
@@ -97,21 +107,30 @@ def make_demo_assets(
     import cv2
     from scipy.io import wavfile
 
-    from talkinghead.data.synth.clips import synthesize_clip
+    from talkinghead.data.mouth_reference import reference_index
+    from talkinghead.data.synth.clips import person_seed, synthesize_clip
     from talkinghead.data.synth.voice import SAMPLE_RATE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clip = synthesize_clip(list(seed), seconds, 64, voice, zoom)
-    frame = clip.frames[0]
+    person = person_seed(tuple(seed), identities)
+    clip = synthesize_clip(
+        list(seed), seconds, 64, voice, zoom, style_seed=list(person), mouth_scale=mouth_scale
+    )
+    ref = reference_index(clip.mouth_open, clip.blink)
+    frame = clip.frames[ref]
     h, w = frame.shape[:2]
-    x_min, x_max, y_min, y_max = (float(v) for v in clip.bbox[0][:4])
+    x_min, x_max, y_min, y_max = (float(v) for v in clip.bbox[ref][:4])
     face = {
         "box": [x_min, y_min, x_max, y_max, 1.0],
-        "pose": [float(v) for v in clip.pose[0]],
-        "eye": [float(v) for v in clip.eye[0]],
+        "pose": [float(v) for v in clip.pose[ref]],
+        "eye": [float(v) for v in clip.eye[ref]],
+        "mouth_box": [float(v) for v in clip.mouth_box[ref]],
         "size": [h, w],
         "seed": list(seed),
+        "style_seed": list(person),
+        "mouth_scale": mouth_scale,
+        "frame": ref,
         "voice": clip.voice,
     }
     paths = {"portrait": out / PORTRAIT, "speech": out / SPEECH, "face": out / FACE_FILE}

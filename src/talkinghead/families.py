@@ -88,6 +88,7 @@ FAMILIES: dict[str, Family] = {
             pipeline="talkinghead.diffused_heads.pipeline:DiffusedHeadsPipeline",
             options="talkinghead.diffused_heads.options:DiffusedHeadsOptions",
             converter="talkinghead.diffused_heads.convert:convert",
+            training={"diffused-heads": "talkinghead.diffused_heads.training"},
             components={
                 "DiffusedHeadsUNetConfig": (
                     "talkinghead.diffused_heads.configs:DiffusedHeadsUNetConfig",

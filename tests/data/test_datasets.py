@@ -136,3 +136,35 @@ def test_bad_arguments(root: Path) -> None:
         bad = _clip(5, np.random.default_rng(0))
         bad.pose = bad.pose[:, :3]
         write_clip(root / "clips", "bad", bad, video=False)
+
+
+def test_lfg_mouth_pairs_use_half_open_sources(root: Path) -> None:
+    # mouth_open of frame i is i / n: half-open (0.35..0.8) sources only
+    ds = LFGPairDataset(root, "train", pairs="mouth", seed=3, num_repeats=20)
+    for k in range(len(ds)):
+        item = ds[k]
+        n = LENGTHS[item["clip"]]
+        i, j = item["frame_indices"].tolist()
+        assert 0.35 <= i / n <= 0.8 and 0 <= j < n
+        assert int(item["source"][0, 0, 0] * 255 + 0.5) == i
+    with pytest.raises(ValueError, match="pairs"):
+        LFGPairDataset(root, "train", pairs="nearest")
+
+
+def test_mouth_aids_refuse_sets_without_truth(root: Path, tmp_path: Path) -> None:
+    clip = _clip(20, np.random.default_rng(1))
+    clip.extras = {}  # a prepared (real) set: no synthetic mouth_open / blink
+    write_clip(tmp_path / "clips", "real", clip, audio_feature="logmel8", video=False)
+    write_manifest(tmp_path, Manifest(S, "logmel8", A, [ClipEntry("real", 20, "train")]))
+    with pytest.raises(ValueError, match="mouth_open"):
+        LFGPairDataset(tmp_path, pairs="mouth")
+    with pytest.raises(ValueError, match="mouth_open"):
+        A2VClipDataset(tmp_path, num_frames=8, reference="open")
+
+
+def test_a2v_open_reference(root: Path) -> None:
+    ds = A2VClipDataset(root, None, num_frames=16, reference="open", seed=4, num_repeats=5)
+    for k in range(len(ds)):
+        item = ds[k]
+        n = LENGTHS[item["clip"]]
+        assert 0.35 <= item["source_index"] / n <= 0.8

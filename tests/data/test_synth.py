@@ -14,6 +14,8 @@ from talkinghead.data.clip_writer import held_out_split
 from talkinghead.data.layout import ClipReader, read_manifest
 from talkinghead.data.synth.clips import (
     blink_openness,
+    clip_style,
+    info_style,
     synthesize_clip,
     write_synth_dataset,
 )
@@ -211,3 +213,18 @@ def test_cli_data_synth(tmp_path: Path) -> None:
     manifest = read_manifest(out)
     assert manifest.clips[0].num_frames == 25 and manifest.resolution == 64
     assert cli.main([*argv, "--seed", "6"]) == 2
+
+
+def test_few_identities_and_a_larger_mouth(tmp_path: Path) -> None:
+    argv = ["data", "synth", str(tmp_path), "--num-clips", "3", "--seconds", "0.4", "--resolution",
+            str(RES), "--seed", "2", "--voice", "formant", "--no-video", "--no-progress"]  # fmt: skip
+    assert cli.main([*argv, "--identities", "2", "--mouth-scale", "1.5"]) == 0
+    assert cli.main([*argv, "--identities", "3", "--mouth-scale", "1.5"]) == 2  # other settings
+    with pytest.raises(ValueError, match="identities"):
+        write_synth_dataset(tmp_path, num_clips=1, seconds=0.4, resolution=RES, identities=0)
+    infos = [ClipReader(tmp_path / "clips" / f"{i:06d}").info for i in range(3)]
+    assert "style_seed" not in infos[0] and infos[2]["style_seed"] == [2, 0]
+    assert info_style(infos[2]) == info_style(infos[0]) != info_style(infos[1])
+    base = clip_style([2, 0])
+    assert info_style(infos[2]).mouth_w == pytest.approx(1.5 * base.mouth_w)
+    assert info_style(infos[2]).lips == base.lips

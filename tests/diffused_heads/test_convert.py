@@ -13,11 +13,12 @@ import zipfile
 import pytest
 import torch
 
-from talkinghead import checkpoints
+from talkinghead import checkpoints, cli
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
 from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.convert import convert, read_unet
 from talkinghead.diffused_heads.official_keys import lightning_unet_state_dict
+from talkinghead.diffused_heads.pipeline import DiffusedHeadsPipeline
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.torch_archive import ArchiveError, read_archive
 
@@ -167,3 +168,33 @@ def test_read_unet_from_torchscript_infers_config(tmp_path):
     torch.jit.script(tiny_unet()).save(str(tmp_path / "crema_script.pt"))
     state, cfg = read_unet(tmp_path / "crema_script.pt", base=TINY.unet)
     assert cfg == TINY.unet and len(state) == len(tiny_unet().state_dict())
+
+
+def test_cli_converts_the_scripted_archives(tmp_path, capsys):
+    """`talkinghead convert diffused-heads SRC OUT`: no --base needed, the tiny preset is found from
+    the tensors; a Lightning file converts the same way; a bad source is one sentence, exit 2."""
+    unet = tiny_unet()
+    torch.jit.script(unet).save(str(tmp_path / "crema_script.pt"))
+    torch.jit.script(SDAAudioEncoder(TINY.audio_encoder).eval()).save(
+        str(tmp_path / "audio_encoder.pt")
+    )
+    assert cli.main(["convert", "diffused-heads", str(tmp_path), str(tmp_path / "model")]) == 0
+    pipe = DiffusedHeadsPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.unet.cfg == TINY.unet and pipe.audio_encoder.cfg == TINY.audio_encoder
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.unet(*inputs()), unet(*inputs()), atol=ATOL, rtol=0)
+
+    state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+    state.update({f"diffusion.nn_backbone.{k}": v.clone() for k, v in unet.state_dict().items()})
+    checkpoint = {"state_dict": state, "hyper_parameters": official_kwargs()}
+    save_with_pickled_compose(checkpoint, tmp_path / "last.ckpt")
+    out = tmp_path / "from_ckpt"
+    assert cli.main(["convert", "diffused-heads", str(tmp_path / "last.ckpt"), str(out)]) == 0
+    assert checkpoints.load_component(out / "unet").cfg == TINY.unet
+
+    capsys.readouterr()
+    missing = tmp_path / "nothing-here"
+    assert cli.main(["convert", "diffused-heads", str(missing), str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -67,16 +67,17 @@ def test_generate_shapes_seed_and_callback(pipe, portrait):
     assert np.array_equal(frames, frames_of(pipe(result.prepared, speech(), OPTIONS, generator=g)))
 
 
-def test_ddim_option(pipe, portrait):
-    """Fewer-step DDIM over the same network: never the default, deterministic, below 7 steps too."""
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m"])
+def test_fewer_step_options(pipe, portrait, sampler):
+    """Fewer-step samplers over the same network: never the default, deterministic, below 7 steps too."""
     assert DiffusedHeadsOptions().sampler == "ancestral"
     prepared = pipe.prepare(portrait)
-    options = DiffusedHeadsOptions(num_steps=3, sampler="ddim", seed=3)
+    options = DiffusedHeadsOptions(num_steps=3, sampler=sampler, seed=3)
     calls = []
     frames = frames_of(pipe(prepared, speech(), options, callback=lambda *a: calls.append(a)))
-    assert frames.shape == (7, 64, 64, 3) and calls[-1] == ("frames", 21, 21)
+    assert frames.shape == (7, 64, 64, 3) and calls[-1] == ("frames", 21, 21) and len(calls) == 22
     again = frames_of(
-        pipe(prepared, speech(), DiffusedHeadsOptions(num_steps=3, sampler="ddim", seed=3))
+        pipe(prepared, speech(), DiffusedHeadsOptions(num_steps=3, sampler=sampler, seed=3))
     )
     assert np.array_equal(frames, again)
 

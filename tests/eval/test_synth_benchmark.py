@@ -20,6 +20,7 @@ from talkinghead.eval.synth_benchmark import (
     mouth_opening,
     pearson,
     run_synth_benchmark,
+    summarize,
 )
 
 
@@ -111,6 +112,18 @@ def test_benchmark_plumbing(synth_set: Path, tiny_pipeline, tmp_path: Path) -> N
     assert again["clips"] == {
         k: {m: v for m, v in r.items() if "pbnet" not in m} for k, r in summary["clips"].items()
     }  # seeded: repeatable
+    opened = run_synth_benchmark(
+        synth_set, tiny_pipeline, options=SynthBenchOptions(num_steps=2, source="open")
+    )
+    row = next(iter(opened["clips"].values()))
+    assert row["source_index"] > 0 and "source_index" not in opened["mean"]
+    with pytest.raises(ValueError, match="source"):
+        SynthBenchOptions(source="last")
+    other = run_synth_benchmark(synth_set, tiny_pipeline, shard=(1, 2))  # the one clip is shard 0
+    assert other["num_clips"] == 0
+    assert summarize({**other["clips"], **opened["clips"]})["mean"] == opened["mean"]
+    read_back = summarize({"a": {"mouth_corr_gt": None}, "b": {"mouth_corr_gt": 0.5}})  # JSON null
+    assert read_back["mean"] == {"mouth_corr_gt": 0.5} and "nan" in format_table(read_back)
 
 
 def test_rejects_sets_without_truth(tmp_path: Path, tiny_pipeline) -> None:
@@ -144,3 +157,4 @@ def test_cli_eval_synth(synth_set: Path, tmp_path: Path, capsys: pytest.CaptureF
     # the existing positional form of `eval` is untouched
     args = build_parser().parse_args(["eval", "some_dir"])
     assert args.generated_dir == "some_dir" and args.func.__name__ == "run_eval"
+    assert build_parser().parse_args(["eval-synth", "d", "--source", "open"]).source == "open"

@@ -17,6 +17,7 @@ from talkinghead.dawn.configs import PRESETS, GenerateOptions
 from talkinghead.dawn.modules import load_dawn_modules
 from talkinghead.dawn.motion import Motion
 from talkinghead.dawn.pipeline import DawnPipeline
+from talkinghead.dawn.training.a2v import build_task as build_a2v_task
 from talkinghead.dawn.training.lfg import augment_pair
 from talkinghead.dawn.training.lfg import build_task as build_lfg_task
 from talkinghead.dawn.training.losses import (
@@ -139,7 +140,9 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
     s2 = TrainConfig(stage="a2v", data="d", run_dir="r", curriculum=2).resolve()
     assert (s1.batch_size, s1.clip_frames, s1.lr, s1.betas) == (20, 20, 2e-4, (0.9, 0.99))
     assert (s2.batch_size, s2.clip_frames, s2.min_frames) == (40, 40, 30)
-    for bad in ({"stage": "vae"}, {"precision": "fp16"}, {"net": "eyes"}, {"curriculum": 3}):
+    bad_values = ({"stage": "vae"}, {"precision": "fp16"}, {"net": "eyes"}, {"curriculum": 3},
+                  {"lfg_pairs": "nearest"}, {"a2v_reference": "last"})  # fmt: skip
+    for bad in bad_values:
         with pytest.raises(ValueError):
             TrainConfig(**{"stage": "lfg", "data": "d", "run_dir": "r", **bad})
     with pytest.raises(ValueError, match="trained LFG"):
@@ -170,10 +173,28 @@ def test_augment_pair_moves_the_mouth_box_with_the_frames() -> None:
         y, x = divmod(int(driving[i, 0].argmax()), size)
         assert abs(centres[i, 0] - (x + 0.5)) <= 1 and int(centres[i, 1]) == y
     assert len({tuple(x.tolist()) for x in box}) == 4  # all four flip/swap cases were drawn
+    gen = torch.Generator().manual_seed(0)
+    source, _, box = augment_pair(frames[0], frames[1], gen, boxes, time_swap=False)
+    assert len({tuple(x.tolist()) for x in box}) == 2  # flips only: the driving box stays
+    for i in range(b):  # the source stays the source, flipped or not
+        assert torch.equal(source[i], frames[0, i]) or torch.equal(source[i], frames[0, i].flip(-1))
+
+
+def test_mouth_aids_reach_the_datasets(synth_data: Path, lfg_run, tmp_path: Path) -> None:
+    lfg = build_lfg_task(_cfg("lfg", synth_data, tmp_path / "l", lfg_pairs="mouth").resolve())
+    assert lfg.dataset.pairs == "mouth" and not lfg.objective.time_swap
+    cfg = _cfg("a2v", synth_data, tmp_path / "a", lfg=str(lfg_run[0]), a2v_reference="open")
+    assert build_a2v_task(cfg.resolve()).dataset.reference == "open"
+    plain = _cfg("a2v", synth_data, tmp_path / "a", lfg=str(lfg_run[0]), curriculum=2)
+    assert build_a2v_task(plain.resolve()).dataset.reference == "random"  # the curriculum's
 
 
 def test_lfg_mouth_and_separation_terms(synth_data: Path, tmp_path: Path) -> None:
-    weights = {"lfg_mouth_weight": 5.0, "lfg_separation_weight": 1.0, "lfg_mouth_region_weight": 1.0}
+    weights = {
+        "lfg_mouth_weight": 5.0,
+        "lfg_separation_weight": 1.0,
+        "lfg_mouth_region_weight": 1.0,
+    }
     losses = run_stage(_cfg("lfg", synth_data, tmp_path / "run", steps=2, **weights))
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert len(losses.losses) == 2
@@ -255,8 +276,11 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     first = np.array(clip.frames[0])
     x0, x1, y0, y1, h, w = np.array(clip.array("bbox")[0])
     face = FaceState(
-        box=np.array([x0, y0, x1, y1, 1.0]), pose=np.zeros(6), eye=np.zeros(2),
-        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64), crop_box=(0, 0, w, h),
+        box=np.array([x0, y0, x1, y1, 1.0]),
+        pose=np.zeros(6),
+        eye=np.zeros(2),
+        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
+        crop_box=(0, 0, w, h),
         detector="ground truth",
     )
     options = GenerateOptions(num_steps=2, crop=False)
@@ -264,7 +288,9 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     audio = pipe.audio_condition(clip.audio()[: f * 640], f)
     zeros = np.zeros((f, 6), np.float32)
     motion = Motion(zeros, zeros[:, :2], zeros, zeros[:, :2])
-    latents = pipe.sample_latents(portrait, audio, motion, options, torch.Generator().manual_seed(0))
+    latents = pipe.sample_latents(
+        portrait, audio, motion, options, torch.Generator().manual_seed(0)
+    )
     frames = np.concatenate(list(pipe.decode(portrait, latents, batch_size=4)))
     assert latents.shape == (1, 3, f, 8, 8) and frames.shape == (f, 32, 32, 3)
 

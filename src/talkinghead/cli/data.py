@@ -27,6 +27,10 @@ def add_data(sub: argparse._SubParsersAction) -> None:
                      "(auto: espeak-ng when installed)")
     syn.add_argument("--zoom", type=float, default=1.0,
                      help="camera framing: 1 = the face spans ~40%% of the frame, 1.5 ~60%%")
+    syn.add_argument("--identities", type=int, default=None,
+                     help="only N people, clip i shows person i mod N (default: one per clip)")
+    syn.add_argument("--mouth-scale", type=float, default=1.0,
+                     help="mouth width and largest opening times this (the demo set uses 1.4)")
     syn.add_argument("--no-video", action="store_true", help="skip the viewable video.mp4 per clip")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=run_data_synth)
@@ -40,7 +44,7 @@ def run_data_synth(args: argparse.Namespace) -> int:
             args.out_dir, num_clips=args.num_clips, seconds=args.seconds,
             resolution=args.resolution, seed=args.seed, workers=args.workers,
             test_fraction=args.test_fraction, voice=args.voice, zoom=args.zoom,
-            video=not args.no_video,
+            identities=args.identities, mouth_scale=args.mouth_scale, video=not args.no_video,
             progress=not args.no_progress,
         )
     except (OSError, ValueError, RuntimeError) as err:

@@ -78,6 +78,9 @@ def add_eval_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=S.seed, help="generation seed of the first clip")
     p.add_argument("--max-clips", type=int, default=S.max_clips, help="first N held-out clips")
     p.add_argument("--pbnet", action="store_true", help="also generate with PBNet pose/blinks")
+    p.add_argument("--source", choices=("first", "open"), default=S.source,
+                   help="source frame: the clip's first, or its eyes-open frame nearest a "
+                   "half-open mouth (how the demo portrait is chosen)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     p.set_defaults(func=run_eval_synth)
 
@@ -98,7 +101,11 @@ def run_eval_synth(args: argparse.Namespace) -> int:
         raise CLIError("pass --weights MODEL_DIR (or --preset tiny for a plumbing check).")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = SynthBenchOptions(
-        num_steps=args.steps, seed=args.seed, max_clips=args.max_clips, pbnet=args.pbnet
+        num_steps=args.steps,
+        seed=args.seed,
+        max_clips=args.max_clips,
+        pbnet=args.pbnet,
+        source=args.source,
     )
     hubert = {"hubert_path": args.hubert} if args.hubert else {}
     try:

@@ -59,7 +59,8 @@ def add_dataclass_flags(
     """Add a flag per field of ``classes`` (the first class that has a field gives its help).
 
     A class may list allowed values in a ``CHOICES`` class attribute (field -> names, taken from a
-    registry such as the samplers).
+    registry such as the samplers). A field several classes share accepts the values any of them
+    lists (each family's pipeline checks its own).
 
     Args:
         skip: fields the command sets otherwise.
@@ -70,10 +71,11 @@ def add_dataclass_flags(
     """
     aliases, done = aliases or {}, set(skip)
     wanted = set(only) if only is not None else None
+    classes = list(classes)
+    choices = _merged_choices(classes)
     added: list[str] = []
     for cls in classes:
         hints, comments = typing.get_type_hints(cls), field_comments(cls)
-        choices = getattr(cls, "CHOICES", {})
         for f in dataclasses.fields(cls):
             if f.name in done or not f.init or (wanted is not None and f.name not in wanted):
                 continue
@@ -106,6 +108,16 @@ def add_dataclass_flags(
                 )
             added.append(f.name)
     return added
+
+
+def _merged_choices(classes: list[type]) -> dict[str, list[Any]]:
+    """Field -> the values allowed by any class that lists them in ``CHOICES``."""
+    merged: dict[str, list[Any]] = {}
+    for cls in classes:
+        for name, values in getattr(cls, "CHOICES", {}).items():
+            known = merged.setdefault(name, [])
+            known += [v for v in values if v not in known]
+    return merged
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -1,7 +1,8 @@
 """Torch datasets over the training layout (``dataset_layout``) for DAWN's three training stages.
 
 * ``LFGPairDataset``: two frames of one clip (LFG training, spec §5.1: two random frames with
-  replacement, sorted in time).
+  replacement, sorted in time; on synthetic sets optionally mined by mouth opening,
+  ``data.mouth_reference``).
 * ``PBNetSequenceDataset``: audio features with the pose and eye windows they drive (PBNet,
   spec §5.2: a random window of 200 frames, shorter clips whole, zero-padded with a mask).
 * ``A2VClipDataset``: a reference frame plus a clip with its features, pose, eye and mouth box
@@ -26,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from talkinghead.data.layout import CLIPS_DIR, ClipEntry, ClipReader, read_manifest
+from talkinghead.data.mouth_reference import half_open_frames, mined_driving
 
 __all__ = ["A2VClipDataset", "LFGPairDataset", "PBNetSequenceDataset"]
 
@@ -97,6 +99,15 @@ class _LayoutDataset(Dataset):
     def _randint(high: int, generator: torch.Generator, size: int = 1) -> list[int]:
         return torch.randint(0, high, (size,), generator=generator).tolist()
 
+    def _require_mouth_truth(self, what: str) -> None:
+        """Refuse sets without the synthetic ``mouth_open`` / ``blink`` that ``what`` needs."""
+        clip = self.root / CLIPS_DIR / self.entries[0].id
+        if not all((clip / f"{name}.npy").is_file() for name in ("mouth_open", "blink")):
+            raise ValueError(
+                f"{what} needs the synthetic mouth_open and blink of each clip, which {clip} "
+                "lacks; use a `talkinghead data synth` set or the default"
+            )
+
 
 class LFGPairDataset(_LayoutDataset):
     """Two frames of one clip, for the LFG (flow autoencoder) reconstruction objective.
@@ -104,6 +115,9 @@ class LFGPairDataset(_LayoutDataset):
     Args:
         root, split, seed, num_repeats: see ``_LayoutDataset``.
         max_gap: if given, the two frames are at most this many frames apart.
+        pairs: "random" (official: two random frames, sorted in time) or "mouth" (synthetic sets
+            only, ``data.mouth_reference``): the source has a half-open mouth and the driving frame
+            is drawn by mouth-opening difference; ``max_gap`` is then ignored.
 
     Item:
         source: (3, H, W) float32 in [0, 1], the earlier frame;
@@ -118,18 +132,29 @@ class LFGPairDataset(_LayoutDataset):
         split: str | None = "train",
         *,
         max_gap: int | None = None,
+        pairs: str = "random",
         seed: int = 0,
         num_repeats: int = 1,
     ) -> None:
         if max_gap is not None and max_gap < 0:
             raise ValueError(f"max_gap={max_gap} must be >= 0")
+        if pairs not in ("random", "mouth"):
+            raise ValueError(f"pairs={pairs!r} must be 'random' or 'mouth'")
         super().__init__(root, split, seed=seed, num_repeats=num_repeats)
         self.max_gap = max_gap
+        self.pairs = pairs
+        if pairs == "mouth":
+            self._require_mouth_truth("pairs='mouth'")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         reader, gen = self._reader(index), self._generator(index)
         n = reader.num_frames
-        if self.max_gap is None:
+        if self.pairs == "mouth":
+            mouth_open = np.asarray(reader.array("mouth_open"))
+            sources = half_open_frames(mouth_open, np.asarray(reader.array("blink")))
+            i = int(sources[self._randint(len(sources), gen)[0]])
+            j = mined_driving(mouth_open, i, gen)
+        elif self.max_gap is None:
             i, j = sorted(self._randint(n, gen, 2))
         else:
             i = self._randint(n, gen)[0]
@@ -201,7 +226,8 @@ class A2VClipDataset(_LayoutDataset):
         root, split, seed, num_repeats: see ``_LayoutDataset``.
         num_frames: clip length F (clips shorter than F are left out).
         reference: "first" = the clip's first frame (stage 1), "random" = a random frame of the
-            whole video (stage 2).
+            whole video (stage 2), "open" = a random half-open-mouth frame of the whole video
+            (synthetic sets only, ``data.mouth_reference``; the demo model's portraits).
         ground_truth: also return the synthetic ``mouth_open`` and ``blink`` of the clip.
 
     Item:
@@ -228,18 +254,24 @@ class A2VClipDataset(_LayoutDataset):
     ) -> None:
         if num_frames < 1:
             raise ValueError(f"num_frames={num_frames} must be >= 1")
-        if reference not in ("first", "random"):
-            raise ValueError(f"reference={reference!r} must be 'first' or 'random'")
+        if reference not in ("first", "random", "open"):
+            raise ValueError(f"reference={reference!r} must be 'first', 'random' or 'open'")
         super().__init__(root, split, min_frames=num_frames, seed=seed, num_repeats=num_repeats)
         self.num_frames = num_frames
         self.reference = reference
         self.ground_truth = ground_truth
+        if reference == "open":
+            self._require_mouth_truth("reference='open'")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         reader, gen = self._reader(index), self._generator(index)
         n, f = reader.num_frames, self.num_frames
         start = self._randint(n - f + 1, gen)[0]
-        ref = start if self.reference == "first" else self._randint(n, gen)[0]
+        if self.reference == "open":
+            refs = half_open_frames(reader.array("mouth_open"), reader.array("blink"))
+            ref = int(refs[self._randint(len(refs), gen)[0]])
+        else:
+            ref = start if self.reference == "first" else self._randint(n, gen)[0]
         span = slice(start, start + f)
 
         def rows(name: str, sl: slice | int = span) -> Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -66,6 +67,15 @@ def conv_plan(cfg: AudioEncoderConfig) -> tuple[list[tuple[int, int, int]], int]
         plan.append((kernel, stride, math.ceil(total / 2)))
         length = (length + total - kernel) // stride + 1
     return plan, length
+
+
+def frame_windows(audio: Tensor, window: int, stride: int) -> Tensor:
+    """(..., N) waveform -> (..., N // stride, window) windows centred on the video frames (a view).
+
+    The waveform is zero-padded by (window − stride)/2 samples on each side, as the official wrapper.
+    """
+    pad = window - stride
+    return F.pad(audio, (pad // 2, pad - pad // 2)).unfold(-1, window, stride)
 
 
 class SDAFrameEncoder(nn.Module):
@@ -112,9 +122,7 @@ class SDAAudioEncoder(nn.Module):
 
     def frame_windows(self, audio: Tensor) -> Tensor:
         """(B, N) waveform -> (B, N // stride, window) overlapping windows, one per video frame."""
-        pad = self.window - self.stride
-        padded = F.pad(audio, (pad // 2, pad - pad // 2))
-        return padded.unfold(-1, self.window, self.stride)
+        return frame_windows(audio, self.window, self.stride)
 
     def forward(self, windows: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode windows and run the GRU over them.
@@ -128,6 +136,23 @@ class SDAAudioEncoder(nn.Module):
         b, w, n = windows.shape
         codes = self.encoder(windows.reshape(b * w, 1, n)).reshape(b, w, -1)
         return self.rnn(codes, state)
+
+    def embed_windows(self, windows: Tensor, lengths: Tensor) -> Tensor:
+        """Embeddings of B clips of different lengths at once (training), state reset per clip.
+
+        Args:
+            windows: (B, L, window) waveform windows, clip b's first ``lengths[b]`` rows valid.
+            lengths: (B,) int64 valid windows per clip.
+        Returns:
+            (B, L, hidden); row i of clip b depends on its windows 0..i only (the GRU is causal),
+            rows past ``lengths[b]`` are meaningless. Padding never enters BatchNorm statistics.
+        """
+        b, n = windows.shape[0], windows.shape[1]
+        valid = torch.arange(n, device=windows.device)[None, :] < lengths[:, None]  # -> (B, L)
+        codes = self.encoder(windows[valid][:, None])  # -> (sum of lengths, code_size)
+        padded = codes.new_zeros(b, n, codes.shape[-1])
+        padded[valid] = codes
+        return self.rnn(padded)[0]
 
     def embed_audio(self, audio: Tensor) -> Tensor:
         """(B, N) 16 kHz waveform -> (B, N // 640, hidden) embeddings, state reset per clip."""

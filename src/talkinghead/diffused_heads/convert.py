@@ -44,6 +44,7 @@ from talkinghead.diffused_heads.official_keys import (
     build_audio_encoder,
     build_unet,
     lightning_unet_state_dict,
+    shapes_match,
     unet_config_from_official_kwargs,
     unet_config_from_state_dict,
     unet_state_dict,
@@ -82,37 +83,47 @@ def read_unet(
 ) -> tuple[dict[str, Tensor], DiffusedHeadsUNetConfig]:
     """Official UNet weights (our key names) and their config from any accepted source file.
 
-    ``base`` supplies what shapes cannot tell (image size, head width; default: the CREMA values).
+    ``base`` supplies what the file cannot tell (image size, head width, GroupNorm groups); default:
+    the first preset (CREMA, golden, tiny) whose network fits the tensors.
     """
     path = Path(path)
-    base = base or PRESETS["crema"].unet
     if path.suffix == ".safetensors":
         state = unet_state_dict(load_file(str(path)))
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("json", "{}"))
-        kwargs = meta.get("unet_kwargs")
-        cfg = unet_config_from_official_kwargs(kwargs) if kwargs else _infer_or(state, base)
-        return state, cfg
+        return state, _architecture(state, base, meta.get("unet_kwargs"))
     root = read_archive(path)
     if is_torchscript(path):
         state = unet_state_dict(module_tensors(root))
-        return state, _infer_or(state, base)
+        return state, _architecture(state, base)
     if not isinstance(root, dict) or "state_dict" not in root:
         raise ValueError(
             f"{path} is neither a TorchScript UNet nor a Lightning checkpoint with a state_dict."
         )
     state = lightning_unet_state_dict(root["state_dict"])
-    hp = _hyper_parameters(root)
-    # the hyper-parameters name the architecture; the strict load then lists any key that does not fit
-    return state, unet_config_from_official_kwargs(hp, base) if hp else _infer_or(state, base)
+    return state, _architecture(state, base, _hyper_parameters(root))
 
 
-def _infer_or(state: dict[str, Tensor], base: DiffusedHeadsUNetConfig) -> DiffusedHeadsUNetConfig:
-    """The architecture the shapes describe, else ``base`` (whose strict load then lists the bad keys)."""
-    try:
-        return unet_config_from_state_dict(state, base)
-    except ValueError:
-        return base
+def _architecture(
+    state: dict[str, Tensor],
+    base: DiffusedHeadsUNetConfig | None,
+    kwargs: dict[str, Any] | None = None,
+) -> DiffusedHeadsUNetConfig:
+    """The architecture the official constructor arguments (``kwargs``) or else the shapes describe,
+    completed by ``base`` or by the first preset that fits; if none fits, the first candidate (whose
+    strict load then lists the keys that do not fit)."""
+    bases = [base] if base is not None else [p.unet for p in PRESETS.values()]
+    for candidate in bases:
+        if kwargs:
+            cfg = unet_config_from_official_kwargs(kwargs, candidate)
+        else:
+            try:
+                cfg = unet_config_from_state_dict(state, candidate)
+            except ValueError:
+                continue
+        if shapes_match(cfg, state):
+            return cfg
+    return unet_config_from_official_kwargs(kwargs, bases[0]) if kwargs else bases[0]
 
 
 def audio_config_from_state_dict(state: dict[str, Tensor]) -> AudioEncoderConfig:
@@ -182,7 +193,8 @@ def convert(
             (and ``audio_encoder.pt``).
         out_dir: the model directory to write.
         audio_encoder: the TorchScript audio encoder, when not inside ``src``.
-        base: image size and head width the shapes cannot tell (default: CREMA).
+        base: image size, head width and GroupNorm groups the files cannot tell (default: the
+            first preset that fits).
     Returns:
         ``out_dir``.
     """

@@ -10,6 +10,10 @@ t ~ U{0, …, T−1} and eps ~ N(0, I) give x_t; the UNet predicts eps ‖ v.
   frame), averaged over the batch. The official code reads the landmarks of the *identity* frame (a likely
   bug); we use the target frame's by default and keep ``faithful_lip=True`` for the official behaviour.
 Weights: 1e-4 and 0.2 (train ``configs/config.yaml``).
+
+Audio: either precomputed embedding windows (``audio``, as the official, whose encoder was frozen and
+run once per clip) or, with an ``audio_encoder`` that trains jointly, the clip's waveform windows
+(``audio_windows``, ``audio_lengths``, ``audio_index``; ``training_data.collate_frames``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.respacing import q_sample, training_schedule
 from talkinghead.diffusion.vlb import vlb_loss
@@ -29,7 +34,8 @@ def lip_loss(eps: Tensor, eps_pred: Tensor, landmarks: Tensor, margin: int = LIP
 
     Args:
         eps, eps_pred: (B, C, H, W).
-        landmarks: (B, 20, 2) mouth landmarks (x = column, y = row) in frame pixels.
+        landmarks: (B, P, 2) mouth points (x = column, y = row) in frame pixels: the 20 mouth
+            landmarks, or any points with their extent such as a box's two corners.
     """
     h, w = eps.shape[-2:]
     total = eps.new_zeros(())
@@ -45,9 +51,10 @@ def lip_loss(eps: Tensor, eps_pred: Tensor, landmarks: Tensor, margin: int = LIP
 class DiffusedHeadsObjective(nn.Module):
     """``forward(batch, generator)`` -> (loss, metrics) for the training loop.
 
-    batch: ``target`` (B, 3, S, S), ``identity`` (B, 3, S, S), ``motion`` (B, n·3, S, S), ``audio``
-    (B, 2k+1, C), and for L_lip ``mouth`` (B, 20, 2) of the target frame (``identity_mouth`` with
-    ``faithful_lip``). Images in [-1, 1].
+    batch: ``target`` (B, 3, S, S), ``identity`` (B, 3, S, S), ``motion`` (B, n·3, S, S), the audio
+    (``audio`` (B, 2k+1, C) embeddings, or with ``audio_encoder`` ``audio_windows`` (B, L, window),
+    ``audio_lengths`` (B,) and ``audio_index`` (B, 2k+1)), and for L_lip ``mouth`` (B, P, 2) of the
+    target frame (``identity_mouth`` with ``faithful_lip``). Images in [-1, 1].
     """
 
     def __init__(
@@ -58,9 +65,10 @@ class DiffusedHeadsObjective(nn.Module):
         vlb_weight: float = 1e-4,
         lip_weight: float = 0.2,
         faithful_lip: bool = False,
+        audio_encoder: SDAAudioEncoder | None = None,
     ) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet, self.audio_encoder = unet, audio_encoder
         self.schedule = training_schedule(num_train_timesteps)
         self.vlb_weight, self.lip_weight, self.faithful_lip = vlb_weight, lip_weight, faithful_lip
 
@@ -74,8 +82,8 @@ class DiffusedHeadsObjective(nn.Module):
         ).to(dev)
         eps = torch.randn(x0.shape, generator=generator, device=generator.device).to(dev, x0.dtype)
         x_t = q_sample(self.schedule, x0, t, eps)
-        out = self.unet(x_t, t, batch["identity"], batch["motion"], batch["audio"])
-        eps_pred, v = out.chunk(2, dim=1)
+        out = self.unet(x_t, t, batch["identity"], batch["motion"], self.audio_condition(batch))
+        eps_pred, v = out.float().chunk(2, dim=1)
         simple = ((eps - eps_pred) ** 2).mean()
         loss, metrics = simple, {"simple": simple.detach()}
         if self.vlb_weight > 0:
@@ -89,3 +97,11 @@ class DiffusedHeadsObjective(nn.Module):
             loss = loss + self.lip_weight * lip
             metrics["lip"] = lip.detach()
         return loss, metrics
+
+    def audio_condition(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, 2k+1, C) audio embeddings around each target frame."""
+        if self.audio_encoder is None:
+            return batch["audio"]
+        emb = self.audio_encoder.embed_windows(batch["audio_windows"], batch["audio_lengths"])
+        index = batch["audio_index"][..., None].expand(-1, -1, emb.shape[-1])
+        return emb.gather(1, index)

@@ -169,14 +169,15 @@ def unet_config_from_state_dict(
             n_motion_frames=motion_total // motion_channels,
             n_audio_motion_embs=(window - 1) // 2,
         )
-        if _shapes_match(cfg, state_dict):
+        if shapes_match(cfg, state_dict):
             return cfg
     raise ValueError(
         "the UNet weights match no Diffused Heads architecture (unexpected keys or shapes)."
     )
 
 
-def _shapes_match(cfg: DiffusedHeadsUNetConfig, state_dict: Mapping[str, Tensor]) -> bool:
+def shapes_match(cfg: DiffusedHeadsUNetConfig, state_dict: Mapping[str, Tensor]) -> bool:
+    """Whether the network of ``cfg`` can be built and has exactly these keys and shapes."""
     try:
         with torch.device("meta"):
             model = DiffusedHeadsUNet(cfg)

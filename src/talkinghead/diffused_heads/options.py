@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-SAMPLERS = ("ancestral", "ddim")
+# the samplers a Diffused Heads model can run (sampling.py); "ancestral" is the official one
+SAMPLERS = ("ancestral", "ddim", "dpmpp-2m")
 
 
 @dataclass(frozen=True)
 class DiffusedHeadsOptions:
     """Runtime knobs of one Diffused Heads generation. CLI flags take their defaults from here."""
 
-    num_steps: int = 100  # respaced ancestral steps per frame (official 100; the paper used 200)
-    sampler: str = "ancestral"  # "ancestral" (official) | "ddim" (fewer steps, not official, cost unmeasured)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
+
+    num_steps: int = 100  # network calls per frame (official: 100 ancestral steps; paper: 200)
+    # "ancestral" (official, >= 7 steps) | "ddim" or "dpmpp-2m": deterministic, fewer steps over the
+    # same network, not official (quality cost: benchmarks/diffused_heads_speed.py)
+    sampler: str = "ancestral"
     seed: int | None = None  # None draws a fresh seed (reported in the result)
     fps: int = 25  # output frame rate; the model only runs at 25 fps (one audio window per frame)
     stabilize: int = 0  # every N frames re-anchor a motion frame on the identity (0: off; train branch 15)

@@ -33,12 +33,10 @@ from talkinghead.diffused_heads.options import SAMPLERS, DiffusedHeadsOptions
 from talkinghead.diffused_heads.sampling import (
     FrameSampler,
     OfficialNoise,
-    ancestral_sampler,
-    ddim_sampler,
+    frame_sampler,
     generate_frames,
 )
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
-from talkinghead.diffusion.respacing import respaced_schedule, space_timesteps, training_schedule
 from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
 from talkinghead.media.image import load_portrait
@@ -217,15 +215,9 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             raise ValueError(f"output_size={options.output_size} must be at least 8 pixels")
 
     def _sampler(self, options: DiffusedHeadsOptions) -> FrameSampler:
-        diffusion = self.config.diffusion
-        if options.sampler == "ddim":
-            kept = space_timesteps(diffusion.num_train_timesteps, options.num_steps)
-            train = training_schedule(diffusion.num_train_timesteps, diffusion.max_beta)
-            return ddim_sampler(kept, train.alpha_bar.double())
-        schedule = respaced_schedule(
-            options.num_steps, diffusion.num_train_timesteps, diffusion.max_beta
+        return frame_sampler(
+            options.sampler, options.num_steps, self.config.diffusion, device=self.device
         )
-        return ancestral_sampler(schedule.to(self.device))
 
     # -- the call ----------------------------------------------------------------------------------
 

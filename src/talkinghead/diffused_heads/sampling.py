@@ -13,19 +13,32 @@ Official behaviour (diffusedheads_spec.md §1.3, MANIFEST quirks 4-6), reproduce
 
 ``stabilize_every`` (train-branch ``custom_video.py``, ``stabilize``/``segment_len``) replaces the
 oldest motion frame by the identity frame before every N-th frame, against drift on long clips.
+
+Per frame, a ``FrameSampler``: the official respaced ancestral sampler, or one of two deterministic
+fewer-step samplers over the same network and kept timesteps (not official): DDIM (eta = 0) and
+DPM-Solver++(2M). DDIM with eta = 1 on the respaced ᾱ is the ancestral sampler at the lower end of
+the learned variance (v = −1); DPM-Solver++ with 2 steps is DDIM (tests/diffused_heads/test_samplers.py).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
+from talkinghead.diffused_heads.configs import DiffusedHeadsDiffusionConfig
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.ancestral import ancestral_sample
 from talkinghead.diffusion.ddim_eps import ddim_eps_sample
-from talkinghead.diffusion.respacing import LearnedRangeSchedule
+from talkinghead.diffusion.respacing import (
+    LearnedRangeSchedule,
+    respaced_schedule,
+    space_timesteps,
+    training_schedule,
+)
+from talkinghead.diffusion.samplers import dpmpp_2m_sample
 
 FrameCallback = Callable[[int, int, int], None]  # (frame index, steps done, steps per frame)
 # (denoise_fn, x_T, step noise, step callback) -> the clean frame
@@ -56,6 +69,47 @@ def ddim_sampler(timesteps: list[int], alphas_cumprod: Tensor) -> FrameSampler:
         return ddim_eps_sample(denoise, x_T, timesteps, alphas_cumprod, callback=report)
 
     return sample
+
+
+def dpmpp_sampler(timesteps: list[int], alphas_cumprod: Tensor) -> FrameSampler:
+    """DPM-Solver++(2M) over the same network and ``timesteps`` (deterministic; not official).
+
+    One network call per kept timestep, as the other samplers: second-order steps between them and
+    a last call at t = 0 whose clamped x0 prediction is the frame.
+    """
+    pairs = [*itertools.pairwise(reversed(timesteps)), (timesteps[0], -1)]
+
+    def sample(denoise, x_T, noise, report):
+        channels = x_T.shape[1]
+        return dpmpp_2m_sample(
+            lambda x, t: denoise(x, t)[:, :channels],  # eps; the variance channels are unused
+            x_T,
+            pairs,
+            alphas_cumprod,
+            threshold_quantile=None,  # x0 clamped to [-1, 1] as the official sampler
+            callback=None if report is None else lambda step: report(step.index + 1, len(pairs)),
+        )
+
+    return sample
+
+
+def frame_sampler(
+    name: str,
+    num_steps: int,
+    diffusion: DiffusedHeadsDiffusionConfig,
+    device: torch.device | str = "cpu",
+) -> FrameSampler:
+    """The sampler called ``name`` (``options.SAMPLERS``) with ``num_steps`` network calls per frame,
+    its coefficients on ``device``."""
+    num_train = diffusion.num_train_timesteps
+    if name == "ancestral":
+        schedule = respaced_schedule(num_steps, num_train, diffusion.max_beta)
+        return ancestral_sampler(schedule.to(device))
+    builders = {"ddim": ddim_sampler, "dpmpp-2m": dpmpp_sampler}
+    if name not in builders:
+        raise ValueError(f"sampler={name!r} must be one of ancestral, {', '.join(builders)}")
+    alpha_bar = training_schedule(num_train, diffusion.max_beta).alpha_bar.double()
+    return builders[name](space_timesteps(num_train, num_steps), alpha_bar)
 
 
 def audio_window(frame: int, num_frames: int, half: int) -> list[int]:
@@ -119,8 +173,8 @@ def generate_frames(
         unet: the denoiser.
         x_cond: (B, 3, S, S) identity frame in [-1, 1].
         audio_emb: (B, F, C) one audio embedding per frame.
-        sampler: how one frame is denoised (``ancestral_sampler`` or ``ddim_sampler``), its
-            coefficients on ``x_cond``'s device.
+        sampler: how one frame is denoised (``ancestral_sampler``, ``ddim_sampler`` or
+            ``dpmpp_sampler``), its coefficients on ``x_cond``'s device.
         noise: where x_T and the step draws come from.
         stabilize_every: N > 0 re-anchors the oldest motion frame on the identity frame before frame
             N, 2N, ... (0: off, the released sampler).

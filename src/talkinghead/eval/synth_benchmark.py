@@ -5,6 +5,8 @@ Per held-out clip (split ``test``):
 
 * **LFG PSNR**: the flow autoencoder (LFG, paper Sec. 3.1) reconstructs every frame from the clip's
   first frame (``FlowAutoencoder.forward(source, driving)["prediction"]``); PSNR in [0, 255].
+  With ``source="open"`` the source frame (here and below) is instead the eyes-open frame nearest
+  a half-open mouth (``data.mouth_reference.reference_index``), as the demo portrait is chosen.
 * **Mouth correlation**: a video is generated from the first frame and the clip's speech with the
   ground-truth pose and eyes as drivers (so only the lips are left to the audio); its mouth opening,
   measured in the image, is correlated (Pearson) with the true ``mouth_open``. The same measure on
@@ -46,9 +48,11 @@ __all__ = [
     "format_table",
     "lfg_psnr",
     "lfg_reconstruction",
+    "lfg_scores",
     "mouth_opening",
     "pearson",
     "run_synth_benchmark",
+    "summarize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,11 @@ class SynthBenchOptions:
     max_clips: int | None = None  # evaluate only the first N held-out clips
     batch_size: int = 16  # LFG frames per batch
     pbnet: bool = False  # also generate with PBNet pose/blinks (blink rate)
+    source: str = "first"  # source frame: the clip's "first" or "open" (half-open mouth, eyes open)
+
+    def __post_init__(self) -> None:
+        if self.source not in ("first", "open"):
+            raise ValueError(f"source={self.source!r} must be 'first' or 'open'")
 
 
 def _share(
@@ -170,16 +179,20 @@ def _to_tensor(frames: np.ndarray, size: int, device: torch.device, dtype: torch
 
 @torch.no_grad()
 def lfg_reconstruction(
-    flow_ae: torch.nn.Module, frames: np.ndarray, size: int, batch_size: int = 16
+    flow_ae: torch.nn.Module,
+    frames: np.ndarray,
+    size: int,
+    batch_size: int = 16,
+    source_index: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """The LFG reconstructing (F, H, W, 3) uint8 ``frames`` from frame 0 at the model's resolution
-    ``size``: (reconstructions, targets), both (F, 3, size, size) in [0, 1]."""
+    """The LFG reconstructing (F, H, W, 3) uint8 ``frames`` from frame ``source_index`` at the
+    model's resolution ``size``: (reconstructions, targets), both (F, 3, size, size) in [0, 1]."""
     param = next(flow_ae.parameters())
     video = _to_tensor(frames, size, param.device, param.dtype)
     preds = []
     for start in range(0, len(video), batch_size):
         drv = video[start : start + batch_size]
-        src = video[:1].expand_as(drv)
+        src = video[source_index : source_index + 1].expand_as(drv)
         preds.append(flow_ae(src, drv)["prediction"].clamp(0, 1))
     return torch.cat(preds), video
 
@@ -206,9 +219,9 @@ def _to_uint8(video: Tensor, size: int) -> np.ndarray:
 
 
 def _generate(
-    pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool
+    pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool, ref: int = 0
 ) -> np.ndarray:
-    """Generated (F, S, S, 3) uint8 frames for the clip's first frame and speech.
+    """Generated (F, S, S, 3) uint8 frames for the clip's frame ``ref`` and speech.
 
     The portrait's face is the renderer's ground truth (no detector); the motion is PBNet's or, with
     ``pbnet=False``, the clip's true pose and eye tracks.
@@ -216,20 +229,20 @@ def _generate(
     from talkinghead.dawn.configs import GenerateOptions
     from talkinghead.face.analysis import FaceState
 
-    first = np.asarray(reader.frames[0])
-    h, w = first.shape[:2]
+    source = np.asarray(reader.frames[ref])
+    h, w = source.shape[:2]
     pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
-    x0, x1, y0, y1 = np.asarray(reader.array("bbox")[0][:4], np.float64)
+    x0, x1, y0, y1 = np.asarray(reader.array("bbox")[ref][:4], np.float64)
     face = FaceState(
         box=np.array([x0, y0, x1, y1, 1.0]),
-        pose=pose[0],
-        eye=eye[0],
+        pose=pose[ref],
+        eye=eye[ref],
         bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
         crop_box=(0, 0, w, h),
         detector="ground truth",
     )
     gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed, crop=False)
-    portrait = pipe.prepare(first, gen_opts, face=face)
+    portrait = pipe.prepare(source, gen_opts, face=face)
     feats = pipe.audio_condition(reader.audio(), reader.num_frames)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     drivers = {} if pbnet else {"pose": pose, "blink": eye}
@@ -238,27 +251,63 @@ def _generate(
     return np.concatenate(list(pipe.decode(portrait, latents, options.batch_size)))
 
 
-def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
-    from talkinghead.data.synth.clips import clip_style
+def lfg_scores(
+    flow_ae: torch.nn.Module,
+    reader: Any,
+    size: int,
+    *,
+    source: str = "first",
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """The LFG alone on one synthetic clip (``ClipReader``) at the model's resolution ``size``.
 
-    style = clip_style(reader.info["seed"])
+    Returns:
+        ``source_index`` (the source frame, ``SynthBenchOptions.source``), ``lfg_psnr`` and
+        ``mouth_corr_lfg``: the mouth opening of its reconstructions against the truth (what the
+        diffusion model can reach at best through the autoencoder).
+    """
+    from talkinghead.data.mouth_reference import reference_index
+    from talkinghead.data.synth.clips import info_style
+
+    frames = np.asarray(reader.frames)
+    truth_open = np.asarray(reader.array("mouth_open"))
+    ref = 0
+    if source == "open":
+        ref = reference_index(truth_open, np.asarray(reader.array("blink")))
+    recon, video = lfg_reconstruction(flow_ae, frames, size, batch_size, ref)
+    rec_open = mouth_opening(
+        _to_uint8(recon, frames.shape[1]),
+        np.asarray(reader.array("mouth_box")),
+        info_style(reader.info),
+    )
+    return {
+        "source_index": ref,
+        "lfg_psnr": psnr(recon.float() * 255.0, video.float() * 255.0),
+        "mouth_corr_lfg": pearson(rec_open, truth_open),
+    }
+
+
+def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
+    from talkinghead.data.synth.clips import info_style
+
+    style = info_style(reader.info)
     frames = np.asarray(reader.frames)
     data_size = frames.shape[1]
     mouth_box = np.asarray(reader.array("mouth_box"))
     bbox = np.asarray(reader.array("bbox"))
     truth_open = np.asarray(reader.array("mouth_open"))
     seconds = reader.num_frames / 25.0
-    recon, video = lfg_reconstruction(
-        pipe.modules.flow_ae, frames, pipe.modules.resolution, options.batch_size
+    lfg = lfg_scores(
+        pipe.modules.flow_ae,
+        reader,
+        pipe.modules.resolution,
+        source=options.source,
+        batch_size=options.batch_size,
     )
     row: dict[str, Any] = {
         "frames": reader.num_frames,
-        "lfg_psnr": psnr(recon.float() * 255.0, video.float() * 255.0),
+        **lfg,
         "mouth_corr_real": pearson(mouth_opening(frames, mouth_box, style), truth_open),
-        # what the diffusion model can reach at best: the autoencoder's own mouth
-        "mouth_corr_lfg": pearson(
-            mouth_opening(_to_uint8(recon, data_size), mouth_box, style), truth_open
-        ),
         "blink_rate_true": blink_onsets(reader.array("blink")) / seconds,
         "blink_rate_real": len(count_blinks(eye_signal(frames, bbox, style), _BLINK_DROP))
         / seconds,
@@ -266,7 +315,8 @@ def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) 
     for name, use_pbnet in (("gt", False), ("pbnet", True)):
         if use_pbnet and not options.pbnet:
             continue
-        gen = _resize(_generate(pipe, reader, options, seed, use_pbnet), data_size)
+        gen = _generate(pipe, reader, options, seed, use_pbnet, lfg["source_index"])
+        gen = _resize(gen, data_size)
         row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box, style), truth_open)
         row[f"blink_rate_{name}"] = (
             len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
@@ -280,8 +330,12 @@ def run_synth_benchmark(
     *,
     options: SynthBenchOptions | None = None,
     split: str = "test",
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Score ``pipeline`` (a ``TalkingHeadPipeline``) on the held-out clips of a synthetic set.
+
+    ``shard=(i, n)`` scores only every n-th of those clips from the i-th (clip k keeps its seed
+    ``options.seed + k``), so that n processes can share the work; ``summarize`` merges their rows.
 
     Returns:
         ``{"clips": {id: row}, "mean": {metric: value}, "goals": GOALS, "num_clips": n}``; rows
@@ -298,8 +352,12 @@ def run_synth_benchmark(
         entries = entries[: options.max_clips]
     if not entries:
         raise ValueError(f"{data_dir} has no clips in split {split!r}")
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard={shard} must be (i, n) with 0 <= i < n")
     rows = {}
     for i, entry in enumerate(entries):
+        if i % shard[1] != shard[0]:
+            continue
         reader = ClipReader(Path(data_dir) / CLIPS_DIR / entry.id, manifest.audio_feature)
         if not (reader.dir / "mouth_open.npy").is_file() or "seed" not in reader.info:
             raise ValueError(
@@ -307,9 +365,22 @@ def run_synth_benchmark(
             )
         rows[entry.id] = _clip_scores(pipeline, reader, options, options.seed + i)
         logger.info("clip %s: %s", entry.id, rows[entry.id])
-    keys = sorted({k for row in rows.values() for k in row if k != "frames"})
-    mean = {k: float(np.nanmean([row[k] for row in rows.values() if k in row])) for k in keys}
-    return {"num_clips": len(rows), "mean": mean, "goals": GOALS, "clips": rows}
+    return summarize(rows)
+
+
+def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-clip rows -> the summary ``run_synth_benchmark`` returns (means over clips).
+
+    Rows read back from a written summary hold null for NaN; they count as NaN again.
+    """
+    clips = {
+        cid: {k: np.nan if v is None else v for k, v in row.items()}
+        for cid, row in sorted(rows.items())
+    }
+    skip = ("frames", "source_index")
+    keys = sorted({k for row in clips.values() for k in row if k not in skip})
+    mean = {k: float(np.nanmean([row[k] for row in clips.values() if k in row])) for k in keys}
+    return {"num_clips": len(clips), "mean": mean, "goals": GOALS, "clips": clips}
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -62,6 +62,15 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_clip": 0.1,
         "clip_frames": 1,
     },
+    # Diffused Heads (diffusedheads_spec.md §4.3): Adam lr 5e-5, batch 10 per GPU, no clipping
+    "diffused-heads": {
+        "optimizer": "adam",
+        "lr": 5e-5,
+        "betas": (0.9, 0.999),
+        "batch_size": 10,
+        "grad_clip": 0.0,
+        "clip_frames": 1,
+    },
 }
 # a stage without official values above (another family's) starts from these
 GENERIC_DEFAULTS: dict[str, Any] = {
@@ -80,8 +89,12 @@ class TrainConfig:
     """Everything one training run needs. ``None`` = the stage's official value (see module doc)."""
 
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
-        "precision": PRECISIONS, "optimizer": ("adam", "adamw"), "net": ("pose", "blink"),
+        "precision": PRECISIONS,
+        "optimizer": ("adam", "adamw"),
+        "net": ("pose", "blink"),
         "curriculum": (1, 2),
+        "lfg_pairs": ("random", "mouth"),
+        "a2v_reference": ("first", "random", "open"),
     }
 
     stage: str  # a training stage of a registered family (families.training_stages()): "lfg", ...
@@ -120,6 +133,7 @@ class TrainConfig:
     lfg_separation_weight: float = 0.0  # not official: pushes region centres apart (losses.py)
     lfg_separation_sigma: float = 0.1  # range of that push, in [-1, 1] image coordinates
     lfg_mouth_region_weight: float = 0.0  # not official: region 0 follows the mouth box (losses.py)
+    lfg_pairs: str = "random"  # "random" (official) | "mouth": half-open source, mined pair (synth)
     # PBNet (spec §5.2)
     net: str = "pose"  # which PBNet: "pose" (6-D) or "blink" (2-D)
     kl_weight: float = 0.004  # weight of the KL term
@@ -127,12 +141,15 @@ class TrainConfig:
     lfg: str | None = None  # trained LFG: an LFG run dir, a model dir or a flow_ae component dir
     curriculum: int = 1  # 1: fixed clips, reference = first frame; 2: random length + reference
     min_frames: int = 30  # stage 2: shortest clip (the longest is clip_frames)
+    a2v_reference: str | None = None  # None: the curriculum's | "open": half-open mouth (synth)
     null_cond_prob: float = 0.1  # condition dropout (classifier-free guidance)
     flow_loss_weight: float = 0.15  # weight of the x0 flow/occlusion loss
     mouth_loss_weight: float = 0.15  # weight of the mouth-region eps loss
     sample_steps: int = 10  # DDIM steps of the preview samples
     # DiffTalk (difftalk_spec.md §4)
     first_stage: str | None = None  # frozen VQ first stage: a DiffTalk model dir or its folder
+    # Diffused Heads (diffusedheads_spec.md §4)
+    faithful_lip: bool = False  # L_lip in the identity frame's mouth box (official; likely a bug)
 
     def __post_init__(self) -> None:
         stages = training_stages()
@@ -148,6 +165,10 @@ class TrainConfig:
             raise ValueError(f"net={self.net!r} must be 'pose' or 'blink'")
         if self.curriculum not in (1, 2):
             raise ValueError(f"curriculum={self.curriculum} must be 1 or 2")
+        for name in ("lfg_pairs", "a2v_reference"):  # synthetic-only aids (data/mouth_reference.py)
+            value, allowed = getattr(self, name), self.CHOICES[name]
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name}={value!r} must be one of {', '.join(allowed)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if min(self.log_every, self.ckpt_every) < 1 or self.sample_every < 0:

@@ -20,6 +20,7 @@ is the subject's left = image right), face bbox [x_min, x_max, y_min, y_max, H, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -44,7 +45,9 @@ __all__ = [
     "SynthClip",
     "blink_openness",
     "clip_style",
+    "info_style",
     "mouth_from_envelope",
+    "person_seed",
     "pose_vector",
     "sample_motion",
     "synthesize_clip",
@@ -155,6 +158,9 @@ def synthesize_clip(
     resolution: int,
     voice: str = "auto",
     zoom: float = 1.0,
+    *,
+    style_seed: int | Sequence[int] | None = None,
+    mouth_scale: float = 1.0,
 ) -> SynthClip:
     """Make one clip: speech, then motion following it, then the frames.
 
@@ -164,6 +170,10 @@ def synthesize_clip(
         resolution: frame side S in pixels (>= 32).
         voice: "auto", "espeak" or "formant" (see ``synthesize_speech``).
         zoom: camera framing (``render_frame``); changes the pixels, not the pose or eye truth.
+        style_seed: the person's seed (``clip_style``); None = ``seed``. Clips that share it show
+            the same person with other speech and motion.
+        mouth_scale: mouth width and largest opening times this (the demo set uses a larger mouth,
+            so that at 64 px the open mouth is more than a few pixels).
 
     Returns:
         the clip; frames (F, S, S, 3) uint8.
@@ -179,7 +189,7 @@ def synthesize_clip(
     num_frames = num_video_frames(audio.shape[0], SAMPLE_RATE, FPS)
     mouth_open = mouth_from_envelope(loudness_envelope(audio, num_frames, FPS, SAMPLE_RATE))
     states = sample_motion(np.random.default_rng(motion_seq), mouth_open)
-    style = clip_style(seed)
+    style = clip_style(seed if style_seed is None else style_seed, mouth_scale)
     background = render_background(style, resolution)
     frames, eyes, boxes, mouths = zip(*(render_frame(style, s, background, zoom) for s in states))
     eye = np.stack(eyes)
@@ -197,9 +207,25 @@ def synthesize_clip(
     )
 
 
-def clip_style(seed: int | Sequence[int]) -> FaceStyle:
+def clip_style(seed: int | Sequence[int], mouth_scale: float = 1.0) -> FaceStyle:
     """The person of the clip made from ``seed`` (as ``synthesize_clip`` draws it)."""
-    return sample_style(np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0]))
+    style = sample_style(np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0]))
+    if mouth_scale == 1.0:
+        return style
+    return dataclasses.replace(
+        style, mouth_w=style.mouth_w * mouth_scale, max_open=style.max_open * mouth_scale
+    )
+
+
+def info_style(info: dict) -> FaceStyle:
+    """The person of a written clip from its ``clip.json`` (``seed``, ``style_seed``, generator)."""
+    scale = float(info.get("generator", {}).get("mouth_scale", 1.0))
+    return clip_style(info.get("style_seed", info["seed"]), scale)
+
+
+def person_seed(seed: tuple[int, int], identities: int | None) -> tuple[int, int]:
+    """Clip ``(s, i)`` shows person ``(s, i mod identities)``; without a limit, its own."""
+    return seed if not identities else (seed[0], seed[1] % identities)
 
 
 def _clip_job(job: tuple) -> tuple[str, int, dict]:
@@ -208,15 +234,20 @@ def _clip_job(job: tuple) -> tuple[str, int, dict]:
     from talkinghead.media.audio_features import log_mel_features
 
     clips_dir, clip_id, seed, generator, video = job
+    style_seed = person_seed(seed, generator.get("identities"))
     clip = synthesize_clip(
         seed,
         generator["seconds"],
         generator["resolution"],
         generator["voice"],
         generator.get("zoom", 1.0),
+        style_seed=style_seed,
+        mouth_scale=generator.get("mouth_scale", 1.0),
     )
     features = log_mel_features(clip.audio, clip.frames.shape[0]).numpy()
     info = {"voice": clip.voice, "seed": list(seed), "source": "synth", "generator": generator}
+    if style_seed != seed:
+        info["style_seed"] = list(style_seed)
     data = ClipData(
         frames=clip.frames,
         audio=clip.audio,
@@ -251,10 +282,16 @@ def write_synth_dataset(
     test_fraction: float = 0.1,
     voice: str = "auto",
     zoom: float = 1.0,
+    identities: int | None = None,
+    mouth_scale: float = 1.0,
     video: bool = True,
     progress: bool = True,
 ) -> Manifest:
     """Write ``num_clips`` synthetic clips in the training layout (``dataset_layout``).
+
+    ``identities``: only that many people (clip ``i`` shows the person of clip ``i mod
+    identities``), each with many clips; None = a new person per clip. ``mouth_scale``: see
+    ``synthesize_clip``.
 
     Resumable: clips already in ``OUT_DIR/clips`` are kept (they must come from the same
     settings), half-written ones are removed and redone. Clip ``i`` depends only on
@@ -268,6 +305,10 @@ def write_synth_dataset(
 
     if num_clips < 1 or workers < 1:
         raise ValueError(f"num_clips={num_clips} and workers={workers} must be >= 1")
+    if identities is not None and identities < 1:
+        raise ValueError(f"identities={identities} must be >= 1 (or None: a person per clip)")
+    if mouth_scale <= 0:
+        raise ValueError(f"mouth_scale={mouth_scale} must be > 0")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction} must be in [0, 1)")
     generator = {
@@ -277,8 +318,13 @@ def write_synth_dataset(
         "resolution": resolution,
         "voice": voice,
     }
-    if zoom != 1.0:  # sets made before the option existed stay resumable
+    # sets made before these options existed stay resumable
+    if zoom != 1.0:
         generator["zoom"] = zoom
+    if identities:
+        generator["identities"] = identities
+    if mouth_scale != 1.0:
+        generator["mouth_scale"] = mouth_scale
     clips_dir = Path(out_dir) / CLIPS_DIR
     ids = [f"{i:06d}" for i in range(num_clips)]
     completed = completed_clips(clips_dir, ids, "generator", generator)

@@ -14,7 +14,8 @@ with ``x0_hat`` the dynamically thresholded prediction; the mouth mask is the cl
 latent resolution (as the official, the numerator sums the three channels). Condition dropout
 ``null_cond_prob`` per clip. Curriculum: stage 1 = ``clip_frames`` (20) frames, reference = first
 frame; stage 2 = a random length in ``[min_frames, clip_frames]`` (30-40) per batch, reference = a
-random frame of the whole video. The face-location encoder is never trained (as official): the
+random frame of the whole video; ``a2v_reference="open"`` (synthetic sets only) takes a random
+half-open-mouth frame instead (``data.mouth_reference``; the demo model). The face-location encoder is never trained (as official): the
 seed-1234 asset at 16 channels, a seeded random one for other widths; it is exported with the UNet.
 Left out: the official ColorJitter on the frames and AMP fp16 (bf16 autocast is offered instead).
 """
@@ -224,7 +225,7 @@ def build_task(cfg: TrainConfig) -> Task:
         cfg.data,
         "train",
         num_frames=cfg.clip_frames,
-        reference="first" if cfg.curriculum == 1 else "random",
+        reference=cfg.a2v_reference or ("first" if cfg.curriculum == 1 else "random"),
         seed=cfg.seed,
         num_repeats=cfg.num_repeats,
     )

@@ -16,6 +16,8 @@ stay together), and then nothing tracks the lips. ``lfg_mouth_region_weight`` > 
 weight x ``region_box_loss`` of region 0 against the driving frame's mouth box, so that one region
 sits on the lips and its covariance follows their opening (synthetic data has the box; the trained
 LFG does not need it). All three are used for the packaged demo model and are 0 by default.
+``lfg_pairs="mouth"`` (synthetic sets only) draws a half-open-mouth source and a driving frame by
+mouth-opening difference (``data.mouth_reference``), without the time swap.
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ class LFGObjective(nn.Module):
         self.separation_sigma = cfg.lfg_separation_sigma
         self.mouth_region_weight = cfg.lfg_mouth_region_weight
         self.sigma = cfg.transform_sigma
+        self.time_swap = cfg.lfg_pairs == "random"  # mined pairs keep the half-open source
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict]:
         source, driving, mouth_box = augment_pair(
-            batch["source"], batch["driving"], generator, batch["mouth_box"]
+            batch["source"], batch["driving"], generator, batch["mouth_box"], self.time_swap
         )
         out = self.lfg(source, driving)
         regions, size = out["driving_region_params"], driving.shape[-1]
@@ -92,7 +95,9 @@ class LFGObjective(nn.Module):
             loss = loss + self.separation_weight * sep
             metrics["separation"] = sep.detach()
         if self.mouth_region_weight > 0:
-            box_loss = region_box_loss(regions["shift"][:, 0], regions["covar"][:, 0], mouth_box, size)
+            box_loss = region_box_loss(
+                regions["shift"][:, 0], regions["covar"][:, 0], mouth_box, size
+            )
             loss = loss + self.mouth_region_weight * box_loss
             metrics["mouth_region"] = box_loss.detach()
         metrics.update(rec=rec.detach(), eq_shift=shift.detach(), eq_affine=affine.detach())
@@ -100,9 +105,13 @@ class LFGObjective(nn.Module):
 
 
 def augment_pair(
-    source: Tensor, driving: Tensor, generator: torch.Generator, mouth_box: Tensor
+    source: Tensor,
+    driving: Tensor,
+    generator: torch.Generator,
+    mouth_box: Tensor,
+    time_swap: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Random horizontal flip (both frames alike) and time swap per item.
+    """Random horizontal flip (both frames alike) and time swap (if ``time_swap``) per item.
 
     Args:
         source, driving: (B, 3, H, W).
@@ -113,6 +122,7 @@ def augment_pair(
     """
     b, width = source.shape[0], source.shape[-1]
     flip, swap = torch.rand((2, b, 1, 1, 1), generator=generator, device=source.device) < 0.5
+    swap = swap & time_swap  # the draw happens either way: the flips stay those of a swap run
     source, driving = (torch.where(flip, x.flip(-1), x) for x in (source, driving))
     box = torch.where(swap[:, 0, 0], mouth_box[:, 0], mouth_box[:, 1])  # -> (B, 4)
     mirrored = torch.stack([width - box[:, 2], box[:, 1], width - box[:, 0], box[:, 3]], dim=1)
@@ -141,7 +151,12 @@ def build_task(cfg: TrainConfig) -> Task:
         state.update({k: v for k, v in lfg.state_dict().items() if k.endswith(".down.weight")})
         lfg.load_state_dict(state)
     dataset = LFGPairDataset(
-        cfg.data, "train", max_gap=cfg.max_gap, seed=cfg.seed, num_repeats=cfg.num_repeats
+        cfg.data,
+        "train",
+        max_gap=cfg.max_gap,
+        pairs=cfg.lfg_pairs,
+        seed=cfg.seed,
+        num_repeats=cfg.num_repeats,
     )
     fixed = default_collate([dataset[i] for i in range(min(4, len(dataset)))])
 

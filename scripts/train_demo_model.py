@@ -1,0 +1,322 @@
+"""The packaged demo model from nothing in one command, ``make demo-model`` (CPU, ~2 h on 2 cores).
+
+Steps, each skipped when its ``WORK/done/<step>`` marker exists, so a re-run resumes where it
+stopped (the training stages resume from their last checkpoint, ``train/loop.py``):
+
+1. ``data``: synthetic talking faces (``data/synth``): 8 people, a 1.4x mouth, 64 px, zoom 1.5;
+2. ``lfg``: the flow autoencoder with half-open-mouth sources and pairs mined by mouth-opening
+   difference (``data/mouth_reference.py``) and the mouth-box terms of ``dawn/training/lfg.py``;
+   every ``--val-every`` steps the LFG's mouth-opening correlation and PSNR on 4 held-out clips
+   are printed and appended to ``lfg/val.jsonl`` (a run whose correlation stays near 0 is dead:
+   stop it and change the recipe);
+3. ``pose``, ``blink``: the two PBNets;
+4. ``a2v``: the A2V-FDM denoiser (stage-1 clips, half-open-mouth reference frames);
+5. ``export``: the EMA networks into ``--model-dir`` (a DAWN model directory with
+   ``model_index.json``, ``dawn/training/export.py``; the folder is replaced whole) and the demo
+   portrait, speech and ``portrait.json`` beside it (``demo.make_demo_assets``);
+6. ``eval``: ``talkinghead eval-synth``'s benchmark (``eval/synth_benchmark.py``) of the exported
+   model on the held-out clips, half-open source, in ``--eval-shards`` processes of one thread;
+   their rows are merged into ``WORK/eval.json``.
+
+Everything goes to ``--work`` (default ``runs/demo_model``, ignored by git); ``times.json`` there
+holds each step's wall and CPU time (all processes; interrupted tries add up). LFG and A2V-FDM run
+under ``torchrun`` with ``--procs`` processes of one thread each, the PBNets in one process
+(``--only pose,blink`` runs them beside a running LFG). ``--stage NAME`` is what torchrun and the
+evaluation processes call; it is not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("data", "lfg", "pose", "blink", "a2v", "export", "eval")
+DATA = {
+    "num_clips": 240,
+    "seconds": 4.0,
+    "resolution": 64,
+    "seed": 0,
+    "zoom": 1.5,
+    "identities": 8,
+    "mouth_scale": 1.4,
+}
+SYNTH_AIDS = {  # synthetic-only LFG terms (dawn/training/lfg.py), with the mined pairs
+    "lfg_mouth_weight": 10.0,
+    "lfg_separation_weight": 1.0,
+    "lfg_mouth_region_weight": 10.0,
+}
+VAL_CLIPS = 4  # held-out clips of the LFG check during training
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps per stage (the defaults fit about 2 h on 2 busy cores)."""
+
+    lfg: int = 1000  # LFG optimiser steps
+    pbnet: int = 1000  # steps of each PBNet
+    a2v: int = 1000  # A2V-FDM steps (the shipped model's count)
+    lfg_pairs: str = "mouth"  # "random" for the official pairs (a comparison)
+
+
+def stage_config(stage: str, work: Path, budget: Budget):
+    """The ``TrainConfig`` of one training stage ("lfg", "pose", "blink", "a2v")."""
+    from talkinghead.train.config import TrainConfig
+
+    data, run = str(work / "data"), str(work / stage)
+    common = {"data": data, "run_dir": run, "preset": "demo", "progress": False, "log_every": 50}
+    if stage == "lfg":
+        return TrainConfig(
+            stage="lfg", steps=budget.lfg, batch_size=8, lr=4e-4, warmup_steps=200,
+            ckpt_every=250, lfg_pairs=budget.lfg_pairs, **SYNTH_AIDS, **common,
+        )  # fmt: skip
+    if stage in ("pose", "blink"):
+        return TrainConfig(
+            stage="pbnet", net=stage, steps=budget.pbnet, batch_size=16, clip_frames=100,
+            ckpt_every=500, **common,
+        )  # fmt: skip
+    return TrainConfig(
+        stage="a2v", steps=budget.a2v, batch_size=2, clip_frames=20, lr=5e-4, warmup_steps=50,
+        ckpt_every=50, lfg=str(work / "lfg"), a2v_reference="open", mouth_loss_weight=1.0,
+        **common,
+    )  # fmt: skip
+
+
+def lfg_validator(task, work: Path, every: int) -> Callable[[int, float], None]:
+    """A ``hook(step, loss)`` printing the LFG's held-out mouth correlation and PSNR (rank 0)."""
+    import numpy as np
+
+    from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
+    from talkinghead.eval.synth_benchmark import lfg_scores
+
+    data = work / "data"
+    manifest = read_manifest(data)
+    readers = [ClipReader(data / CLIPS_DIR / e.id) for e in manifest.split("test")[:VAL_CLIPS]]
+    log = work / "lfg" / "val.jsonl"
+
+    def hook(step: int, loss: float) -> None:
+        if step % every or int(os.environ.get("RANK", "0")) != 0:
+            return
+        model = task.model
+        model.eval()
+        scores = [
+            lfg_scores(model, r, manifest.resolution, source="open", batch_size=25) for r in readers
+        ]
+        model.train()
+        row = {"step": step, "loss": loss}
+        row.update(
+            {k: float(np.mean([s[k] for s in scores])) for k in ("mouth_corr_lfg", "lfg_psnr")}
+        )
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        say(f"lfg val step {step}: mouth corr {row['mouth_corr_lfg']:+.3f}, "
+            f"PSNR {row['lfg_psnr']:.2f} dB ({len(readers)} held-out clips)")  # fmt: skip
+
+    return hook
+
+
+def run_training_stage(stage: str, work: Path, budget: Budget, val_every: int) -> None:
+    """Inside torchrun: train (or resume) one stage."""
+    import torch
+
+    from talkinghead.train import run_stage
+
+    torch.set_num_threads(1)
+    cfg = stage_config(stage, work, budget).resolve()
+    if stage != "lfg":
+        run_stage(cfg, resume=True)
+        return
+    from talkinghead.dawn.training import lfg
+    from talkinghead.train.loop import train
+
+    task = lfg.build_task(cfg)
+    train(cfg, task, resume=True, hooks=[lfg_validator(task, work, val_every)])
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S', time.gmtime())} UTC] {msg}", flush=True)
+
+
+def _cpu_seconds() -> float:
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _read_times(work: Path) -> dict[str, dict[str, float]]:
+    path = work / "times.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def step(work: Path, name: str, fn: Callable[[], None]) -> None:
+    """Run ``fn`` unless ``work/done/name`` exists; add its wall and CPU time to times.json."""
+    from talkinghead.files import write_json
+
+    marker = work / "done" / name
+    if marker.exists():
+        say(f"{name}: done before, skipped")
+        return
+    say(f"{name}: start")
+    t0, c0 = time.time(), _cpu_seconds()
+    fn()
+    wall, cpu = time.time() - t0, _cpu_seconds() - c0
+    times = _read_times(work)
+    prev = times.get(name, {"wall_s": 0.0, "cpu_s": 0.0})  # earlier, interrupted tries add up
+    times[name] = {"wall_s": prev["wall_s"] + wall, "cpu_s": prev["cpu_s"] + cpu}
+    write_json(work / "times.json", times)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    say(f"{name}: done in {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
+
+
+def _one_thread_env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def torchrun(stage: str, args: argparse.Namespace) -> None:
+    procs = 1 if stage in ("pose", "blink") else args.procs  # the small PBNets: one process
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={procs}", __file__, "--stage", stage, "--work", str(args.work),
+           "--val-every", str(args.val_every), *budget_flags(args)]  # fmt: skip
+    subprocess.run(cmd, check=True, env=_one_thread_env())
+
+
+def budget_flags(args: argparse.Namespace) -> list[str]:
+    return ["--lfg-steps", str(args.lfg_steps), "--pbnet-steps", str(args.pbnet_steps),
+            "--a2v-steps", str(args.a2v_steps), "--lfg-pairs", args.lfg_pairs]  # fmt: skip
+
+
+def make_data(work: Path) -> None:
+    from talkinghead.data.synth.clips import write_synth_dataset
+
+    manifest = write_synth_dataset(work / "data", workers=2, video=False, progress=False, **DATA)
+    say(f"data: {len(manifest.split('train'))} train, {len(manifest.split('test'))} held-out clips")
+
+
+def export_model(work: Path, model_dir: Path) -> None:
+    """The trained networks into ``model_dir`` (replaced whole), the demo assets beside it."""
+    from talkinghead.demo import make_demo_assets
+    from talkinghead.files import atomic_directory
+    from talkinghead.train import export_run
+
+    with atomic_directory(model_dir) as tmp:
+        # a2v writes unet, face_loc and the LFG it was trained with (its checkpoint names it)
+        for stage in ("a2v", "pose", "blink"):
+            for path in export_run(work / stage, tmp):
+                say(f"export: {stage} -> {path.name}")
+    make_demo_assets(
+        model_dir.parent, identities=DATA["identities"], mouth_scale=DATA["mouth_scale"]
+    )
+    say(f"export: {model_dir} and the demo portrait/speech in {model_dir.parent}")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score the exported model in ``--eval-shards`` one-thread processes; merge into eval.json."""
+    from talkinghead.eval.evaluate import write_json
+    from talkinghead.eval.synth_benchmark import format_table, summarize
+
+    n = args.eval_shards
+    common = ["--work", str(args.work), "--model-dir", str(args.model_dir), "--eval-clips",
+              str(args.eval_clips), "--eval-steps", str(args.eval_steps)]  # fmt: skip
+    cmds = [[sys.executable, __file__, "--stage", f"eval:{i}/{n}", *common] for i in range(n)]
+    procs = [subprocess.Popen(cmd, env=_one_thread_env()) for cmd in cmds]
+    codes = [p.wait() for p in procs]  # every shard finishes before any is judged
+    if any(codes):
+        raise RuntimeError(f"evaluation shards exited with {codes} (see their output above)")
+    rows = {}
+    for i in range(n):
+        rows.update(json.loads((args.work / f"eval_{i}of{n}.json").read_text())["clips"])
+    summary = summarize(rows)
+    write_json(summary, args.work / "eval.json")
+    say("eval (held-out clips, half-open source):\n" + format_table(summary))
+
+
+def evaluate_shard(args: argparse.Namespace, shard: str) -> None:
+    """Inside one evaluation process: score every n-th held-out clip from the i-th."""
+    import logging
+
+    import torch
+
+    from talkinghead.eval.evaluate import write_json
+    from talkinghead.eval.synth_benchmark import SynthBenchOptions, run_synth_benchmark
+    from talkinghead.registry import load_pipeline
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # a row per clip
+    i, n = (int(v) for v in shard.split("/"))
+    pipe = load_pipeline(args.model_dir)
+    options = SynthBenchOptions(
+        num_steps=args.eval_steps, pbnet=True, source="open", max_clips=args.eval_clips
+    )
+    summary = run_synth_benchmark(args.work / "data", pipe, options=options, shard=(i, n))
+    write_json(summary, args.work / f"eval_{i}of{n}.json")
+    say(f"eval shard {i}/{n}: {summary['num_clips']} clips")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "demo_model",
+                   help="data, checkpoints, done/ markers, times.json, eval.json")  # fmt: skip
+    p.add_argument("--model-dir", type=Path, default=ROOT / "src/talkinghead/assets/demo/model",
+                   help="exported model directory; the demo assets go to its parent")  # fmt: skip
+    p.add_argument("--procs", type=int, default=2, help="training processes (one thread each)")
+    p.add_argument("--lfg-steps", type=int, default=Budget.lfg)
+    p.add_argument("--pbnet-steps", type=int, default=Budget.pbnet)
+    p.add_argument("--a2v-steps", type=int, default=Budget.a2v)
+    p.add_argument("--lfg-pairs", choices=("mouth", "random"), default=Budget.lfg_pairs)
+    p.add_argument("--val-every", type=int, default=400, help="LFG held-out check every N steps")
+    p.add_argument("--eval-clips", type=int, default=20, help="held-out clips to score")
+    p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the scored videos")
+    p.add_argument("--eval-shards", type=int, default=4, help="evaluation processes")
+    p.add_argument("--until", choices=STEPS, default=None, help="stop after this step")
+    p.add_argument("--only", default=None, help="comma-separated steps (pose,blink beside an lfg)")
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # torchrun's / eval's entry
+    args = p.parse_args(argv)
+    if args.only and not set(args.only.split(",")) <= set(STEPS):
+        p.error(f"--only takes steps among {', '.join(STEPS)}")
+    args.work, args.model_dir = args.work.resolve(), args.model_dir.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = Budget(args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs)
+    if args.stage and args.stage.startswith("eval:"):
+        evaluate_shard(args, args.stage.removeprefix("eval:"))
+        return 0
+    if args.stage:
+        run_training_stage(args.stage, args.work, budget, args.val_every)
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    say(f"demo model recipe in {args.work} ({args.procs} processes; budget {budget})")
+    actions = {
+        "data": lambda: make_data(args.work),
+        **{s: (lambda s=s: torchrun(s, args)) for s in ("lfg", "pose", "blink", "a2v")},
+        "export": lambda: export_model(args.work, args.model_dir),
+        "eval": lambda: evaluate(args),
+    }
+    t0 = time.time()
+    only = set(args.only.split(",")) if args.only else None
+    for name in STEPS:
+        if only is None or name in only:
+            step(args.work, name, actions[name])
+        if name == args.until:
+            break
+    times = _read_times(args.work)
+    cpu = sum(t["cpu_s"] for t in times.values()) / 60
+    wall = sum(t["wall_s"] for t in times.values()) / 60
+    say(f"finished in {(time.time() - t0) / 60:.1f} min this run; recipe total {wall:.1f} min "
+        f"wall, {cpu:.1f} min CPU (times.json)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.exit(main())

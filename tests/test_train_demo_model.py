@@ -1,0 +1,45 @@
+"""scripts/train_demo_model.py without training: its stage configs are valid TrainConfigs, steps
+skip on their done/ marker and add their time to times.json, bad --only lists are refused."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_demo_model.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("train_demo_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_stage_configs(recipe, tmp_path: Path) -> None:
+    budget = recipe.Budget()
+    cfgs = {s: recipe.stage_config(s, tmp_path, budget).resolve() for s in recipe.STEPS[1:5]}
+    assert cfgs["lfg"].lfg_pairs == "mouth" and cfgs["lfg"].lfg_mouth_region_weight > 0
+    assert (cfgs["pose"].stage, cfgs["pose"].net, cfgs["blink"].net) == ("pbnet", "pose", "blink")
+    assert cfgs["a2v"].a2v_reference == "open" and cfgs["a2v"].lfg == str(tmp_path / "lfg")
+    assert {Path(c.run_dir).name for c in cfgs.values()} == {"lfg", "pose", "blink", "a2v"}
+
+
+def test_steps_resume_by_marker(recipe, tmp_path: Path) -> None:
+    calls = []
+    for _ in range(2):
+        recipe.step(tmp_path, "data", lambda: calls.append(1))
+    times = json.loads((tmp_path / "times.json").read_text())
+    assert calls == [1] and (tmp_path / "done" / "data").exists()
+    assert set(times["data"]) == {"wall_s", "cpu_s"}
+    args = recipe.parse_args(["--work", str(tmp_path), "--only", "export,eval"])
+    assert args.work == tmp_path.resolve() and args.eval_shards == 4
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--only", "export,evaluate"])
