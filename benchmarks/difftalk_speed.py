@@ -34,10 +34,10 @@ def prepared_pipeline(preset: str, batch: int, frames: int, device: str):
     from difftalk.conftest import FakeFaceBackend, face_video
 
     from talkinghead.difftalk.conditioning import ConditionEncoder
-    from talkinghead.difftalk.configs import PRESETS
+    from talkinghead.difftalk.configs import PRESETS, DiffTalkOptions
     from talkinghead.difftalk.model_dir import DiffTalkModules
     from talkinghead.difftalk.networks import build_denoiser, build_first_stage
-    from talkinghead.difftalk.pipeline import DiffTalkOptions, DiffTalkPipeline
+    from talkinghead.difftalk.pipeline import DiffTalkPipeline
 
     cfg = PRESETS[preset]
     modules = DiffTalkModules(

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,16 +56,10 @@ def in_process(args: argparse.Namespace, out: Path) -> float:
 
     def one(seed: int) -> None:
         options = GenerateOptions(num_steps=args.steps, seed=seed, crop=False)
-        result = pipe(
-            image=DEMO_DIR / PORTRAIT, audio=DEMO_DIR / SPEECH, options=options, progress=False
-        )
+        result = pipe(DEMO_DIR / PORTRAIT, DEMO_DIR / SPEECH, options)
         save_result(result, out / f"inproc-{seed}.mp4", audio_path=DEMO_DIR / SPEECH)
 
-    one(10_000)
-    start = time.perf_counter()
-    for seed in range(args.jobs):
-        one(seed)
-    return time.perf_counter() - start
+    return _timed(one, args.jobs)
 
 
 def cli(args: argparse.Namespace, out: Path, env: dict[str, str]) -> float:
@@ -87,10 +82,15 @@ def cli(args: argparse.Namespace, out: Path, env: dict[str, str]) -> float:
             env=env,
         )
 
-    one(10_000)
+    return _timed(one, args.jobs)
+
+
+def _timed(job: Callable[[int], None], jobs: int) -> float:
+    """Seconds for ``job(seed)`` over seeds 0..jobs-1, after one untimed warm-up job."""
+    job(10_000)
     start = time.perf_counter()
-    for seed in range(args.jobs):
-        one(seed)
+    for seed in range(jobs):
+        job(seed)
     return time.perf_counter() - start
 
 

@@ -60,21 +60,31 @@ def has_model_index(directory: str | Path) -> bool:
     return (directory / INDEX_FILE).is_file() or (directory / LEGACY_FILE).is_file()
 
 
-def read_model_index(directory: str | Path) -> ModelIndex:
-    """The index of a model directory, checked to be ours and of a version this code reads.
+def read_model_index(directory: str | Path, family: str | None = None) -> ModelIndex:
+    """The index of a model directory, checked to be ours, of a version this code reads and, when
+    ``family`` is given, of that family.
 
     Raises:
-        NotAModelError: no index file. ValueError: a file that is not ours or is too new.
+        NotAModelError: no index file. ValueError: a file that is not ours, too new, or of another
+            family.
     """
     directory = Path(directory)
     path = directory / INDEX_FILE
-    if not path.is_file():
-        if (directory / LEGACY_FILE).is_file():
-            return _read_legacy(directory / LEGACY_FILE)
+    if path.is_file():
+        index = _read_current(path)
+    elif (directory / LEGACY_FILE).is_file():
+        index = _read_legacy(directory / LEGACY_FILE)
+    else:
         raise NotAModelError(
             f"{directory} is not a talkinghead model directory (no {INDEX_FILE}); pass a model "
             "directory, a model name (`talkinghead models`), or official files to convert."
         )
+    if family is not None and index.family != family:
+        raise ValueError(f"{directory} holds a {index.family!r} model, not a {family!r} model.")
+    return index
+
+
+def _read_current(path: Path) -> ModelIndex:
     data = _read_json(path)
     version = data.get("format_version")
     if data.get("format") != FORMAT_NAME or not isinstance(version, int):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from talkinghead.dawn.pipeline import GenerationResult
 from talkinghead.files import atomic_directory, atomic_output
 from talkinghead.media.video import VideoWriter
+from talkinghead.pipelines.base import GenerationResult
 
 logger = logging.getLogger(__name__)
 

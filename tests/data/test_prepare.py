@@ -48,19 +48,23 @@ def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def prepared(videos: Path, media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("prepared")
-    result = prepare_dataset(
+def _prepare(videos: Path, out: Path, media_dir: Path, resolution: int = 64):
+    """The module's prepare run: 3DDFA face assets, no viewable videos, half the clips held out."""
+    return prepare_dataset(
         [videos],
         out,
-        resolution=64,
+        resolution=resolution,
         face3d_dir=media_dir / "face3d",
         video=False,
         progress=False,
         test_fraction=0.5,
     )
-    return out, result
+
+
+@pytest.fixture(scope="module")
+def prepared(videos: Path, media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("prepared")
+    return out, _prepare(videos, out, media_dir)
 
 
 def test_nearest_frame_indices() -> None:
@@ -146,28 +150,13 @@ def test_resume_skips_finished(prepared, videos: Path, media_dir: Path) -> None:
     stamp = (out / "clips" / "alice" / "frames.npy").stat().st_mtime_ns
     shutil.rmtree(out / "clips" / "bob")
     (out / "clips" / ".partial-bob-x").mkdir()  # left by an interrupted run
-    result = prepare_dataset(
-        [videos],
-        out,
-        resolution=64,
-        face3d_dir=media_dir / "face3d",
-        video=False,
-        progress=False,
-        test_fraction=0.5,
-    )
+    result = _prepare(videos, out, media_dir)
     assert result.written == ["bob"]
     assert (out / "clips" / "alice" / "frames.npy").stat().st_mtime_ns == stamp
     assert not (out / "clips" / ".partial-bob-x").exists()
     assert sorted(c.id for c in read_manifest(out).clips) == ["alice", "bob"]
     with pytest.raises(ValueError, match="other settings"):
-        prepare_dataset(
-            [videos],
-            out,
-            resolution=32,
-            face3d_dir=media_dir / "face3d",
-            video=False,
-            progress=False,
-        )
+        _prepare(videos, out, media_dir, resolution=32)
 
 
 def test_no_audio_is_skipped(tmp_path: Path, videos: Path) -> None:

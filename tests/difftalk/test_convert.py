@@ -21,9 +21,10 @@ from talkinghead.difftalk.convert import (
     convert_vq_state_dict,
     unet_keys_rename,
 )
-from talkinghead.difftalk.model_dir import load_model_dir, read_difftalk_index
+from talkinghead.difftalk.model_dir import FAMILY, load_model_dir
 from talkinghead.difftalk.networks import build_denoiser, build_first_stage
-from talkinghead.lightning_checkpoint import read_checkpoint
+from talkinghead.model_index import read_model_index
+from talkinghead.torch_archive import read_checkpoint
 
 GOLDEN = PRESETS["golden-reduced"]
 
@@ -73,7 +74,7 @@ def test_lightning_checkpoint_uses_the_ema_weights(
     src = tmp_path / "last.ckpt"
     _official_ckpt(golden_state, src)
     out = convert(src, tmp_path / "model", config=GOLDEN)
-    index = read_difftalk_index(out)
+    index = read_model_index(out, FAMILY)
     assert index.family == "difftalk"
     assert set(index.components) == {"first_stage", "unet", "condition"}
     meta = checkpoints.read_metadata(out / "unet")
@@ -152,7 +153,7 @@ def test_code_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"refers to (posix|nt)\.system.*refusing"):
         read_checkpoint(tmp_path / "evil.ckpt")
     (tmp_path / "legacy.ckpt").write_bytes(b"\x80\x02not a zip")
-    with pytest.raises(ValueError, match="not a torch zip checkpoint"):
+    with pytest.raises(ValueError, match="not a PyTorch zip archive"):
         convert(tmp_path / "legacy.ckpt", tmp_path / "out")
 
 

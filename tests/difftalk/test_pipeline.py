@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.difftalk.pipeline import DiffTalkOptions, DiffTalkPipeline, frame_order
+from talkinghead.difftalk.configs import DiffTalkOptions
+from talkinghead.difftalk.pipeline import DiffTalkPipeline, frame_order
 from talkinghead.face.analysis import FaceNotFoundError
 
 OPTIONS = DiffTalkOptions(seed=3, num_steps=2, batch_size=4)

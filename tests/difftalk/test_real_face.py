@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkinghead.difftalk.configs import DiffTalkOptions
 from talkinghead.difftalk.geometry import JAW_POLYGON
 from talkinghead.difftalk.model_dir import save_model_dir
-from talkinghead.difftalk.pipeline import DiffTalkOptions, DiffTalkPipeline
+from talkinghead.difftalk.pipeline import DiffTalkPipeline
 from talkinghead.difftalk.prepare import AnalyzerBackend
 from talkinghead.face.analysis import FaceAnalyzer
 

@@ -16,10 +16,10 @@ from talkinghead.data.layout import (
     write_clip,
     write_manifest,
 )
-from talkinghead.difftalk.configs import PRESETS
+from talkinghead.difftalk.configs import PRESETS, DiffTalkOptions
 from talkinghead.difftalk.model_dir import load_model_dir
 from talkinghead.difftalk.networks import build_first_stage
-from talkinghead.difftalk.pipeline import DiffTalkOptions, DiffTalkPipeline
+from talkinghead.difftalk.pipeline import DiffTalkPipeline
 from talkinghead.difftalk.training import build_task, export, reference_indices
 from talkinghead.train import TrainConfig
 from talkinghead.train.loop import train

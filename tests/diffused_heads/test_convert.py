@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from talkinghead import checkpoints, cli
-from talkinghead.diffused_heads.archive import ArchiveError, read_archive
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
 from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.convert import convert, read_unet
 from talkinghead.diffused_heads.official_keys import lightning_unet_state_dict
 from talkinghead.diffused_heads.pipeline import DiffusedHeadsPipeline
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
+from talkinghead.torch_archive import ArchiveError, read_archive
 
 from .tiny import random_tiny_unet
 

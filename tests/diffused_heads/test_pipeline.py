@@ -10,7 +10,8 @@ import torch
 from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
 from talkinghead.diffused_heads.configs import PRESETS
 from talkinghead.diffused_heads.convert import write_model_dir
-from talkinghead.diffused_heads.pipeline import DiffusedHeadsOptions, DiffusedHeadsPipeline
+from talkinghead.diffused_heads.options import DiffusedHeadsOptions
+from talkinghead.diffused_heads.pipeline import DiffusedHeadsPipeline
 from talkinghead.media.audio import AudioError
 from talkinghead.outputs import save_result
 

@@ -11,6 +11,7 @@ from torch import Tensor
 from talkinghead.diffusion.samplers import (
     DDIMStep,
     ddim_sample,
+    dpmpp_2m_sample,
     dynamic_threshold,
     guided,
     quantile,
@@ -89,12 +90,13 @@ def test_oracle_denoiser_recovers_x0(faithful: bool, eta: float) -> None:
     assert (out - x0).abs().max().item() < 1e-6
 
 
-def test_same_generator_same_output_and_noise_matters() -> None:
+@pytest.mark.parametrize("sample", [ddim_sample, dpmpp_2m_sample])
+def test_same_generator_same_output_and_noise_matters(sample) -> None:
     ab = cosine_alphas_cumprod()
 
     def run(seed: int) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
-        return ddim_sample(_shrink, SHAPE, ddim_timesteps(5), ab, generator=gen)
+        return sample(_shrink, SHAPE, ddim_timesteps(5), ab, generator=gen)
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a, b)

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
 
 from talkinghead.cli import main
+
+from .stubs import TinyI3D
 
 FPS, SIZE, FRAMES, SR = 25, 64, 34, 16000
 
@@ -57,17 +58,6 @@ def _write_video(path: Path, shift: float, blink_at: tuple[int, ...]) -> None:
             out.mux(aus.encode(frame))
         out.mux(vs.encode(None))
         out.mux(aus.encode(None))
-
-
-class _TinyI3D(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(3, 400)
-
-    def forward(
-        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
-    ) -> Tensor:
-        return self.proj(x.mean(dim=(2, 3, 4)))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +126,7 @@ def test_cli_eval_uses_available_weights(
     weights = tmp_path / "weights"
     weights.mkdir()
     torch.manual_seed(0)
-    torch.jit.script(_TinyI3D()).save(str(weights / "i3d_torchscript.pt"))
+    torch.jit.script(TinyI3D()).save(str(weights / "i3d_torchscript.pt"))
     monkeypatch.setenv("TALKINGHEAD_EVAL_WEIGHTS", str(weights))
     out = tmp_path / "report"
     assert (

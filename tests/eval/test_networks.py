@@ -16,6 +16,8 @@ from talkinghead.eval.inception import FIDInceptionV3, load_fid_inception
 from talkinghead.eval.metrics import frechet_distance_features
 from talkinghead.eval.syncnet import load_syncnet, syncnet_features
 
+from .stubs import TinyI3D
+
 
 def _random_like(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -137,30 +139,10 @@ def test_arcface_r100_official_layout(tmp_path: Path) -> None:
     assert emb.shape == (2, 512) and torch.isfinite(emb).all()
 
 
-class _TinyI3D(nn.Module):
-    """Stand-in with the TorchScript I3D call signature: (videos, rescale, resize, return_features)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(3, 400)
-
-    def forward(
-        self, x: Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
-    ) -> Tensor:
-        if rescale:
-            x = x / 127.5 - 1.0
-        if resize:
-            x = nn.functional.interpolate(
-                x, size=(x.shape[2], 8, 8), mode="trilinear", align_corners=False
-            )
-        feats = self.proj(x.mean(dim=(2, 3, 4)))  # -> (B, 400)
-        return feats if return_features else feats.softmax(-1)
-
-
 def test_i3d_torchscript_loader_and_self_fvd(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "i3d_torchscript.pt"
-    torch.jit.script(_TinyI3D()).save(str(path))
+    torch.jit.script(TinyI3D()).save(str(path))
     model = load_i3d(path)
     frames = np.random.default_rng(0).integers(0, 255, (64, 16, 16, 3), dtype=np.uint8)
     clips = video_clips(frames, 16)

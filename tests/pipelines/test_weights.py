@@ -10,8 +10,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from talkinghead import checkpoints, download
 from talkinghead.dawn.configs import GenerateOptions
@@ -20,6 +18,8 @@ from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.dawn.weights import resolve_weights
 from talkinghead.media.audio import load_audio
 from talkinghead.model_index import read_model_index
+
+from .conftest import save_tiny_hubert
 
 OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "dawn" / "test_convert.py"
 
@@ -39,20 +39,7 @@ def official_dir(tmp_path_factory, golden_dir: Path, tiny_model_dir: Path) -> Pa
     official_layout_builder().write_hf_layout(root)
     # HuBERT (1024 wide like hubert-large, one small layer) and the face assets beside the official
     # files, as `talkinghead download` lays them out
-    config = HubertConfig(
-        hidden_size=1024, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16,
-        do_stable_layer_norm=True, feat_extract_norm="layer",
-    )  # fmt: skip
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    try:
-        HubertModel(config).save_pretrained(root / download.HUBERT_DIRNAME)
-    finally:
-        torch.random.set_rng_state(state)
-    Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=16000).save_pretrained(
-        root / download.HUBERT_DIRNAME
-    )
+    save_tiny_hubert(root / download.HUBERT_DIRNAME, hidden_size=1024, pos_groups=16)
     (root / "face3d").symlink_to(tiny_model_dir / "face3d")
     return root
 

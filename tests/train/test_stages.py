@@ -297,44 +297,11 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
 
 def test_cli_train_and_export(synth_data: Path, tmp_path: Path) -> None:
     run, model = tmp_path / "run", tmp_path / "model"
-    args = [
-        "train",
-        "pbnet",
-        "--data",
-        str(synth_data),
-        "--out",
-        str(run),
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--clip-frames",
-        "16",
-        "--num-repeats",
-        "2",
-        "--no-progress",
-    ]
+    base = ["train", "pbnet", "--data", str(synth_data), "--out", str(run), "--no-progress"]
+    small = ["--batch-size", "2", "--clip-frames", "16", "--num-repeats", "2"]
+    args = [*base, "--steps", "2", *small]
     assert main(args) == 0
     assert main(args) == 2  # the run exists and --resume was not given
-    assert (
-        main(
-            [
-                *args[:6],
-                "--steps",
-                "3",
-                "--batch-size",
-                "2",
-                "--clip-frames",
-                "16",
-                "--num-repeats",
-                "2",
-                "--resume",
-                "--export",
-                str(model),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main([*base, "--steps", "3", *small, "--resume", "--export", str(model)]) == 0
     assert load_checkpoint(run / CHECKPOINT)["step"] == 3
     assert (model / "pose" / "model.safetensors").is_file()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from talkinghead.cli.errors import CLIError, first_line
+from talkinghead.cli.errors import CLIError
+from talkinghead.errors import first_line
 
 
 def add_data(sub: argparse._SubParsersAction) -> None:

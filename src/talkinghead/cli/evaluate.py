@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from talkinghead.cli.errors import CLIError, first_line
+from talkinghead.cli.errors import CLIError
+from talkinghead.errors import first_line
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -90,11 +91,11 @@ def run_eval_synth(args: argparse.Namespace) -> int:
     import torch
 
     from talkinghead.cli.generate import random_pipeline
+    from talkinghead.eval.evaluate import write_json
     from talkinghead.eval.synth_benchmark import (
         SynthBenchOptions,
         format_table,
         run_synth_benchmark,
-        write_json,
     )
     from talkinghead.registry import load_pipeline
 

@@ -53,6 +53,7 @@ def add_dataclass_flags(
     classes: Iterable[type],
     *,
     skip: Iterable[str] = (),
+    only: Iterable[str] | None = None,
     aliases: dict[str, tuple[str, ...]] | None = None,
 ) -> list[str]:
     """Add a flag per field of ``classes`` (the first class that has a field gives its help).
@@ -63,35 +64,46 @@ def add_dataclass_flags(
 
     Args:
         skip: fields the command sets otherwise.
+        only: the fields that get a flag (default: every scalar field not skipped).
         aliases: field -> extra flag names kept for compatibility (``{"num_steps": ("--steps",)}``).
     Returns:
         The field names that got a flag (``dest`` is the field name; unset flags stay ``None``).
     """
     aliases, done = aliases or {}, set(skip)
+    wanted = set(only) if only is not None else None
     classes = list(classes)
     choices = _merged_choices(classes)
     added: list[str] = []
     for cls in classes:
         hints, comments = typing.get_type_hints(cls), field_comments(cls)
         for f in dataclasses.fields(cls):
-            if f.name in done or not f.init:
+            if f.name in done or not f.init or (wanted is not None and f.name not in wanted):
                 continue
             done.add(f.name)
             default = f.default if f.default is not dataclasses.MISSING else None
             help_text = comments.get(f.name, "")
             if hints[f.name] is bool:
                 name = flag_name(f.name) if not default else "--no-" + f.name.replace("_", "-")
-                parser.add_argument(name, dest=f.name, action="store_const", const=not default,
-                                    default=None,
-                                    help=f"turn off: {help_text}" if default else help_text)
+                parser.add_argument(
+                    name,
+                    dest=f.name,
+                    action="store_const",
+                    const=not default,
+                    default=None,
+                    help=f"turn off: {help_text}" if default else help_text,
+                )
             else:
                 kind = _scalar_type(hints[f.name])
                 if kind is None:
                     continue  # tuples, nested configs: not flags
                 allowed = choices.get(f.name)
                 parser.add_argument(
-                    flag_name(f.name), *aliases.get(f.name, ()), dest=f.name, type=kind,
-                    default=None, choices=sorted(allowed) if allowed else None,
+                    flag_name(f.name),
+                    *aliases.get(f.name, ()),
+                    dest=f.name,
+                    type=kind,
+                    default=None,
+                    choices=sorted(allowed) if allowed else None,
                     help=f"{help_text} (default: {default})" if help_text else None,
                 )
             added.append(f.name)

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from talkinghead.cli.errors import CLIError, first_line
+from talkinghead.cli.errors import CLIError
 from talkinghead.cli.flags import add_dataclass_flags, given_flags, options_from_args
+from talkinghead.errors import first_line
 from talkinghead.families import FAMILIES, resolve
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from talkinghead.cli.errors import CLIError, first_line
+from talkinghead.cli.errors import CLIError
 from talkinghead.cli.flags import add_dataclass_flags, options_from_args
+from talkinghead.errors import first_line
 
 logger = logging.getLogger(__name__)
 ALIASES = {"run_dir": ("--out",), "num_workers": ("--workers",)}

@@ -1,4 +1,5 @@
-"""Head pose and eye openness read off a driving video (cross-identity reenactment, paper Fig. 3)."""
+"""Head pose and eye openness read off a driving video (cross-identity reenactment, paper Fig. 3),
+and the driver tracks a generation follows instead of PBNet's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkinghead.dawn.motion import load_motion_file
 from talkinghead.face.analysis import FaceAnalyzer, FaceNotFoundError
 from talkinghead.media.video import read_video_frames, video_fps
 from talkinghead.pipelines.base import ProgressCallback
@@ -56,7 +58,9 @@ def motion_from_video(
         raise FaceNotFoundError(f"no face found in any frame of the driving video {path}")
     misses = sum(p is None for p in poses)
     if misses:
-        logger.warning("no face in %d of %d driving frames: holding the previous state", misses, len(poses))
+        logger.warning(
+            "no face in %d of %d driving frames: holding the previous state", misses, len(poses)
+        )
     pose_out, eye_out = [], []
     last_pose, last_eye = poses[first], eyes[first]
     for p, e in zip(poses, eyes):
@@ -65,3 +69,24 @@ def motion_from_video(
         pose_out.append(last_pose)
         eye_out.append(last_eye)
     return np.stack(pose_out), np.stack(eye_out)
+
+
+def driver_tracks(
+    analyzer: FaceAnalyzer,
+    pose: np.ndarray | str | Path | None,
+    blink: np.ndarray | str | Path | None,
+    driving_video: str | Path | None,
+    fps: int,
+    callback: ProgressCallback | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The absolute pose (F, 6) and eye (F, 2) tracks that replace PBNet's, None where PBNet runs.
+
+    ``pose`` / ``blink`` (arrays or ``.npy`` paths) win over the driving video's tracks.
+    """
+    pose_track = load_motion_file(pose, 6) if isinstance(pose, (str, Path)) else pose
+    eye_track = load_motion_file(blink, 2) if isinstance(blink, (str, Path)) else blink
+    if driving_video is not None:
+        drv_pose, drv_eye = motion_from_video(analyzer, driving_video, fps, callback=callback)
+        pose_track = drv_pose if pose_track is None else pose_track
+        eye_track = drv_eye if eye_track is None else eye_track
+    return pose_track, eye_track

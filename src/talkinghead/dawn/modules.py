@@ -84,9 +84,7 @@ def load_dawn_modules(
 ) -> DawnModules:
     """Load every component of a DAWN model directory (layout in the module docstring)."""
     path = Path(path)
-    index = read_model_index(path)
-    if index.family != FAMILY:
-        raise ValueError(f"{path} holds a {index.family!r} model, not a DAWN model.")
+    index = read_model_index(path, FAMILY)
     folders = {c: index.components.get(c, c) for c in COMPONENTS}
     missing = [
         f"{folders[c]}/{n}"

@@ -57,7 +57,8 @@ def generate_motion(
     blink: bool = True,
     z: tuple[Tensor, Tensor] | None = None,
 ) -> Motion:
-    """PBNet pose and blink from audio features (official ``generate_pose_blink``).
+    """PBNet pose and blink from audio features (official ``generate_pose_blink``), in the nets'
+    dtype (``MOTION_DTYPE``) even under a caller's autocast.
 
     Args:
         audio: (F, A) per-frame audio features on the nets' device (cast to the nets' dtype).
@@ -74,11 +75,12 @@ def generate_motion(
     init_e = torch.as_tensor(init_eye, dtype=dtype, device=device).reshape(1, 1, 2)
     norm_init = normalize_pose(init_p)
     pose_z, blink_z = z if z is not None else (None, None)
-    pose = denormalize_pose(
-        pose_net.decode(norm_init, feats, pose_z, generator=generator) + norm_init
-    )
+    with torch.autocast(device.type, enabled=False):
+        pose = denormalize_pose(
+            pose_net.decode(norm_init, feats, pose_z, generator=generator) + norm_init
+        )
+        eye_delta = blink_net.decode(init_e, feats, blink_z, generator=generator)[0]
     pose_delta = (pose - init_p)[0].float().cpu().numpy() * motion_scale
-    eye_delta = blink_net.decode(init_e, feats, blink_z, generator=generator)[0]
     eye_delta = eye_delta.float().cpu().numpy()
     if not blink:
         eye_delta = np.zeros_like(eye_delta)

@@ -14,17 +14,16 @@ length on the output side.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from talkinghead.dawn.configs import SAMPLERS, DawnConfig, GenerateOptions
+from talkinghead.dawn.driving import driver_tracks
 from talkinghead.dawn.models.face_location import bbox_mask
 from talkinghead.dawn.models.flow_autoencoder import SourceEncoding
 from talkinghead.dawn.modules import DawnModules, diffusion_config, load_dawn_modules
@@ -35,25 +34,15 @@ from talkinghead.dawn.motion import (
     combine_motion,
     driver_motion,
     generate_motion,
-    load_motion_file,
 )
-from talkinghead.dawn.streaming import StreamOptions, stream_frames
+from talkinghead.dawn.portrait import Portrait, frame_portrait
+from talkinghead.dawn.streaming import DawnStreaming
 from talkinghead.diffusion.samplers import DDIMStep, ddim_sample, dpmpp_2m_sample, guided
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
-from talkinghead.face.analysis import (
-    DEFAULT_EYE,
-    NEUTRAL_POSE,
-    FaceAnalyzer,
-    FaceNotFoundError,
-    FaceState,
-    crop_and_resize,
-    face_bbox_in_crop,
-    paste_back,
-    square_crop_box,
-)
+from talkinghead.face.analysis import FaceAnalyzer, FaceNotFoundError, FaceState
+from talkinghead.face.crop import paste_back
 from talkinghead.media.audio import load_audio, num_video_frames
 from talkinghead.media.audio_features import HubertFeatureExtractor, log_mel_features
-from talkinghead.media.audio_stream import AudioSource
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
 from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
@@ -64,34 +53,8 @@ logger = logging.getLogger(__name__)
 AUDIO_FEATURES = ("hubert", "logmel")
 
 
-@dataclass
-class Portrait:
-    """A prepared source portrait, reusable for any number of audio clips.
-
-    Attributes:
-        original: (H, W, 3) uint8 RGB as loaded.
-        image: (S, S, 3) uint8 RGB the model animates (face-centred crop, or the whole image).
-        face: the analysis of the original (pose and eyes used as the initial state).
-        crop_box: ``(x0, y0, x1, y1)`` of ``image`` in ``original`` pixels.
-        bbox: (6,) ``[x_min, x_max, y_min, y_max, H, W]`` of the face in ``image`` pixels.
-        encoding: the LFG encoder's features of ``image`` (decoding and the A2V-FDM condition).
-        source_emb: (1, dim, S/4, S/4) the UNet's first-conv response to the frame-invariant inputs
-            (LFG feature + face location), computed with ``faithful``.
-        faithful: whether the face-location mask used the official (swapped-axes) box.
-    """
-
-    original: np.ndarray
-    image: np.ndarray
-    face: FaceState
-    crop_box: tuple[int, int, int, int]
-    bbox: np.ndarray
-    encoding: SourceEncoding
-    source_emb: Tensor
-    faithful: bool
-
-
-class DawnPipeline(TalkingHeadPipeline):
-    """DAWN inference over loaded networks.
+class DawnPipeline(DawnStreaming, TalkingHeadPipeline):
+    """DAWN inference over loaded networks (``stream``: ``dawn.streaming``).
 
     Args:
         modules: the five networks (``modules.load_dawn_modules`` or random ones for tests).
@@ -148,8 +111,9 @@ class DawnPipeline(TalkingHeadPipeline):
         (``dawn.weights.resolve_weights``)."""
         from talkinghead.dawn.weights import resolve_weights
 
-        found = resolve_weights(path, resolution=resolution, hubert_path=hubert_path,
-                                face3d_dir=face3d_dir)
+        found = resolve_weights(
+            path, resolution=resolution, hubert_path=hubert_path, face3d_dir=face3d_dir
+        )
         # stored dtype first, so PBNet's float32 weights are never rounded; ``to`` casts the rest
         modules = load_dawn_modules(found.model_dir, device=device)
         config = DawnConfig(
@@ -161,8 +125,13 @@ class DawnPipeline(TalkingHeadPipeline):
             assert found.hubert_dir is not None
             encoder = HubertFeatureExtractor.from_pretrained(found.hubert_dir, device=device)
         analyzer = FaceAnalyzer(found.face3d_dir, device=device)
-        pipe = cls(modules, audio_encoder=encoder, face_analyzer=analyzer, config=config,
-                   audio_features=found.audio_features)
+        pipe = cls(
+            modules,
+            audio_encoder=encoder,
+            face_analyzer=analyzer,
+            config=config,
+            audio_features=found.audio_features,
+        )
         return pipe.to(device, dtype)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> DawnPipeline:
@@ -199,26 +168,16 @@ class DawnPipeline(TalkingHeadPipeline):
         original = source if isinstance(source, np.ndarray) else load_portrait(source)
         if face is None:
             face = self._analyze(original, name, options)
-        size = self.modules.resolution
-        if options.crop:
-            margin = self.face_analyzer.crop_margin * options.crop_margin
-            crop_box = square_crop_box(face.box, original.shape[:2], margin)
-            bbox = face_bbox_in_crop(face.box, crop_box).astype(np.float32)
-            image_sq = crop_and_resize(original, crop_box, size)
-        else:
-            h, w = original.shape[:2]
-            crop_box = (0, 0, w, h)
-            x0, y0, x1, y1 = face.box[:4]
-            bbox = np.array([x0, x1, y0, y1, h, w], np.float32)
-            # the official squashes the image to S x S (no aspect preservation)
-            image_sq = np.array(Image.fromarray(original).resize((size, size), Image.BILINEAR))
+        margin = self.face_analyzer.crop_margin * options.crop_margin if options.crop else None
+        image_sq, crop_box, bbox = frame_portrait(original, face, self.modules.resolution, margin)
         tensor = torch.from_numpy(image_sq).permute(2, 0, 1)[None]
         encoding = self.modules.flow_ae.encode_source(
             tensor.to(device=self.device, dtype=self.dtype) / 255.0
         )
         source_emb = self._source_embedding(encoding, bbox, options.faithful)
-        return Portrait(original, image_sq, face, crop_box, bbox, encoding, source_emb,
-                        options.faithful)
+        return Portrait(
+            original, image_sq, face, crop_box, bbox, encoding, source_emb, options.faithful
+        )
 
     def _analyze(self, original: np.ndarray, name: str, options: GenerateOptions) -> FaceState:
         try:
@@ -228,9 +187,11 @@ class DawnPipeline(TalkingHeadPipeline):
                 raise
             # --no-crop is what the no-face message suggests, so it must work without a face
             logger.warning("no face found in %s: animating it from a neutral head pose", name)
-            return _whole_image_face(original.shape[:2])
+            return FaceState.whole_image(original.shape[:2])
 
-    def _source_embedding(self, encoding: SourceEncoding, bbox: np.ndarray, faithful: bool) -> Tensor:
+    def _source_embedding(
+        self, encoding: SourceEncoding, bbox: np.ndarray, faithful: bool
+    ) -> Tensor:
         bbox_t = torch.as_tensor(bbox, dtype=self.dtype, device=self.device)[None]
         loc = self.modules.face_loc(bbox_mask(bbox_t, self.modules.resolution, faithful=faithful))
         return self.modules.unet.precompute_source(torch.cat([encoding.fea, loc], dim=1))
@@ -267,29 +228,25 @@ class DawnPipeline(TalkingHeadPipeline):
         """
         init_pose, init_eye = portrait.face.pose, portrait.face.eye
         num_frames = audio_feats.shape[0]
-        pose_track = load_motion_file(pose, 6) if isinstance(pose, (str, Path)) else pose
-        eye_track = load_motion_file(blink, 2) if isinstance(blink, (str, Path)) else blink
-        if driving_video is not None:
-            from talkinghead.dawn.driving import motion_from_video
-
-            drv_pose, drv_eye = motion_from_video(
-                self.face_analyzer, driving_video, options.fps, callback=callback
-            )
-            pose_track = drv_pose if pose_track is None else pose_track
-            eye_track = drv_eye if eye_track is None else eye_track
+        pose_track, eye_track = driver_tracks(
+            self.face_analyzer, pose, blink, driving_video, options.fps, callback
+        )
         scale = 0.0 if options.motion_scale == 0 else options.motion_scale
         pose_delta, eye_delta = driver_motion(
             pose_track, eye_track, num_frames, init_pose, init_eye, motion_scale=scale
         )
         generated = None
         if pose_delta is None or eye_delta is None:
-            # float32 whatever the pipeline dtype, even under a caller's autocast (motion.py)
-            with torch.autocast(self.device.type, enabled=False):
-                generated = generate_motion(
-                    self.modules.pose, self.modules.blink, audio_feats.to(MOTION_DTYPE),
-                    init_pose, init_eye, generator=generator, motion_scale=scale,
-                    blink=options.blink,
-                )
+            generated = generate_motion(
+                self.modules.pose,
+                self.modules.blink,
+                audio_feats,
+                init_pose,
+                init_eye,
+                generator=generator,
+                motion_scale=scale,
+                blink=options.blink,
+            )
         return combine_motion(generated, pose_delta, eye_delta, num_frames, init_pose, init_eye)
 
     @torch.no_grad()
@@ -327,8 +284,9 @@ class DawnPipeline(TalkingHeadPipeline):
         )[None]
 
         def denoise(null: bool) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, t: net(x, t, cond, source_emb=source_emb, null_cond=null,
-                                    window=options.window)
+            return lambda x, t: net(
+                x, t, cond, source_emb=source_emb, null_cond=null, window=options.window
+            )
 
         denoise_fn = guided(denoise(False), denoise(True), options.guidance_scale)
         h, w = source_emb.shape[-2:]
@@ -355,8 +313,13 @@ class DawnPipeline(TalkingHeadPipeline):
         if options.sampler == "dpmpp-2m":
             return dpmpp_2m_sample(denoise_fn, shape, timesteps, alphas_cumprod, **common)
         return ddim_sample(
-            denoise_fn, shape, timesteps, alphas_cumprod,
-            eta=options.eta, faithful=options.faithful, **common,
+            denoise_fn,
+            shape,
+            timesteps,
+            alphas_cumprod,
+            eta=options.eta,
+            faithful=options.faithful,
+            **common,
         )
 
     def _sampling_unet(self, use_compile: bool) -> Callable[..., Tensor]:
@@ -392,6 +355,36 @@ class DawnPipeline(TalkingHeadPipeline):
                 callback("decode", done, total)
             yield frames.permute(0, 2, 3, 1).cpu().numpy()
 
+    def render(
+        self,
+        portrait: Portrait,
+        latents: Tensor,
+        options: GenerateOptions,
+        callback: ProgressCallback | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Latents (1, 3, F, h, w) -> the output batches: (n, S, S, 3) uint8 frames, or (n, H, W, 3)
+        pasted back into the original portrait with ``options.paste_back``."""
+        frames = self.decode(portrait, latents, options.decode_batch, callback)
+        if not options.paste_back:
+            return frames
+        return (
+            np.stack(
+                [paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch]
+            )
+            for batch in frames
+        )
+
+    def seeded(
+        self, options: GenerateOptions | None, generator: torch.Generator | None
+    ) -> tuple[GenerateOptions, torch.Generator]:
+        """The call's options, checked, with the seed that reproduces it, and the generator to draw
+        from (``pipelines.base.seeded_generator``)."""
+        options = options or GenerateOptions()
+        if options.num_steps < 1:
+            raise ValueError(f"num_steps={options.num_steps} must be >= 1")
+        seed, generator = self.seeded_generator(options.seed, generator, self.device)
+        return replace(options, seed=seed), generator
+
     # -- the call --------------------------------------------------------------------------------
 
     def __call__(
@@ -420,14 +413,7 @@ class DawnPipeline(TalkingHeadPipeline):
         Returns:
             ``GenerationResult`` whose ``frames`` yields uint8 batches lazily.
         """
-        options = options or GenerateOptions()
-        if options.num_steps < 1:
-            raise ValueError(f"num_steps={options.num_steps} must be >= 1")
-        seed = options.seed if options.seed is not None else secrets.randbits(31)
-        options = replace(options, seed=seed)
-        if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-
+        options, generator = self.seeded(options, generator)
         # the audio is checked first: decoding it is cheaper than the face analysis
         samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
         if samples.ndim != 1:
@@ -438,48 +424,18 @@ class DawnPipeline(TalkingHeadPipeline):
         # autocast; A2V-FDM reads the features in the pipeline's dtype
         with torch.autocast(self.device.type, enabled=False):
             feats32 = self.audio_condition(samples, num_frames, dtype=MOTION_DTYPE)
-        motion = self.motion(portrait, feats32, options, generator, pose=pose, blink=blink,
-                             driving_video=driving_video, callback=callback)
+        motion = self.motion(
+            portrait,
+            feats32,
+            options,
+            generator,
+            pose=pose,
+            blink=blink,
+            driving_video=driving_video,
+            callback=callback,
+        )
         latents = self.sample_latents(
             portrait, feats32.to(self.dtype), motion, options, generator, callback
         )
-        frames = self.decode(portrait, latents, options.decode_batch, callback)
-        if options.paste_back:
-            frames = (
-                np.stack([paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch])
-                for batch in frames
-            )
-        return GenerationResult(frames, num_frames, options.fps, seed, portrait, motion)
-
-    def stream(
-        self,
-        source: Portrait | str | Path | np.ndarray,
-        audio: AudioSource,
-        options: GenerateOptions | None = None,
-        *,
-        window_frames: int = StreamOptions.window_frames,
-        overlap: int = StreamOptions.overlap,
-        lookahead: int = StreamOptions.lookahead,
-        generator: torch.Generator | None = None,
-        callback: ProgressCallback | None = None,
-    ) -> Iterator[np.ndarray]:
-        """(n, S, S, 3) uint8 batches as they are ready, by overlapping windows at memory flat in
-        clip length (``dawn.streaming``); ``audio`` may also be an iterator of (n,) float32 16 kHz
-        chunks (speech arriving live)."""
-        stream = StreamOptions(window_frames, overlap, lookahead)
-        return stream_frames(self, source, audio, options, stream, generator=generator,
-                             callback=callback)
-
-
-def _whole_image_face(shape: tuple[int, int]) -> FaceState:
-    """The state of an (H, W) image without a detectable face: the whole frame, official
-    fallback pose and eye ratios."""
-    h, w = shape
-    return FaceState(
-        box=np.array([0.0, 0.0, w, h, 0.0]),
-        pose=np.array(NEUTRAL_POSE),
-        eye=np.array(DEFAULT_EYE),
-        bbox_crop=np.array([0, w - 1, 0, h - 1, h, w], np.int64),
-        crop_box=(0, 0, w, h),
-        detector="none",
-    )
+        frames = self.render(portrait, latents, options, callback)
+        return GenerationResult(frames, num_frames, options.fps, options.seed, portrait, motion)

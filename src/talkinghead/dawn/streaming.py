@@ -27,9 +27,9 @@ features, ``window_frames`` frames of history, the audio of one window.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,15 +38,15 @@ from torch import Tensor
 
 from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.motion import MOTION_DTYPE, Motion, generate_motion
+from talkinghead.dawn.portrait import Portrait
 from talkinghead.diffusion.samplers import seeded_randn
 from talkinghead.diffusion.schedules import alphas_cumprod_prev, cosine_alphas_cumprod
-from talkinghead.face.analysis import paste_back
 from talkinghead.media.audio import HUBERT_SAMPLE_RATE, num_video_frames
 from talkinghead.media.audio_stream import AudioBuffer, AudioSource
 from talkinghead.pipelines.base import ProgressCallback
 
 if TYPE_CHECKING:
-    from talkinghead.dawn.pipeline import DawnPipeline, Portrait
+    from talkinghead.dawn.pipeline import DawnPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -139,17 +139,16 @@ class _MotionWindows:
             self.z.append(torch.cat([pose_z, blink_z], dim=1))
         z = self.z.rows_from(seg_start)[: seg_end - seg_start]
         face, scale = self.portrait.face, self.options.motion_scale
-        with torch.autocast(self.pipe.device.type, enabled=False):
-            motion = generate_motion(
-                self.pipe.modules.pose,
-                self.pipe.modules.blink,
-                feats,
-                face.pose,
-                face.eye,
-                motion_scale=scale,
-                blink=self.options.blink,
-                z=(z[:, :1].contiguous(), z[:, 1:].contiguous()),
-            )
+        motion = generate_motion(
+            self.pipe.modules.pose,
+            self.pipe.modules.blink,
+            feats,
+            face.pose,
+            face.eye,
+            motion_scale=scale,
+            blink=self.options.blink,
+            z=(z[:, :1].contiguous(), z[:, 1:].contiguous()),
+        )
         rows = np.concatenate([motion.pose_delta, motion.eye_delta], axis=1)
         new = rows[win.new - seg_start : win.end - seg_start].copy()
         fade = min(len(self.tail), len(new))
@@ -263,35 +262,30 @@ def _renoiser(clean: Tensor, levels: Tensor, generator: torch.Generator):
     return constrain
 
 
-def stream_frames(
-    pipe: DawnPipeline,
-    source: Portrait | object,
-    audio: AudioSource,
-    options: GenerateOptions | None,
-    stream: StreamOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: ProgressCallback | None = None,
-) -> Iterator[np.ndarray]:
-    """(n, S, S, 3) uint8 batches (or pasted back into the original) as each window is ready."""
-    from talkinghead.dawn.pipeline import Portrait
+class DawnStreaming:
+    """``DawnPipeline.stream``: the pipeline's streaming entry, mixed into ``DawnPipeline``."""
 
-    options = options or GenerateOptions()
-    if options.num_steps < 1:
-        raise ValueError(f"num_steps={options.num_steps} must be >= 1")
-    if options.seed is None:
-        options = replace(options, seed=secrets.randbits(31))
+    def stream(
+        self: DawnPipeline,
+        source: Portrait | str | Path | np.ndarray,
+        audio: AudioSource,
+        options: GenerateOptions | None = None,
+        *,
+        window_frames: int = StreamOptions.window_frames,
+        overlap: int = StreamOptions.overlap,
+        lookahead: int = StreamOptions.lookahead,
+        generator: torch.Generator | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> Iterator[np.ndarray]:
+        """(n, S, S, 3) uint8 batches (or pasted back into the original) as each window is ready,
+        at memory flat in clip length; ``audio`` may also be an iterator of (n,) float32 16 kHz
+        chunks (speech arriving live)."""
+        stream = StreamOptions(window_frames, overlap, lookahead)
+        options, generator = self.seeded(options, generator)
         logger.info("streaming with seed %d", options.seed)
-    if generator is None:
-        generator = torch.Generator(device=pipe.device).manual_seed(options.seed)
-    portrait = source if isinstance(source, Portrait) else pipe.prepare(source, options)
-    for chunk in stream_latents(pipe, portrait, audio, options, stream, generator, callback):
-        for batch in pipe.decode(portrait, chunk.latents, options.decode_batch):
-            if options.paste_back:
-                batch = np.stack(
-                    [paste_back(portrait.original, f, portrait.crop_box, feather=8) for f in batch]
-                )
-            yield batch
+        portrait = source if isinstance(source, Portrait) else self.prepare(source, options)
+        for chunk in stream_latents(self, portrait, audio, options, stream, generator, callback):
+            yield from self.render(portrait, chunk.latents, options)
 
 
 def seam_ratio(latents: np.ndarray | Tensor, boundaries: list[int]) -> float:

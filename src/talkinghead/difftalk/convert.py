@@ -1,6 +1,6 @@
 """Official DiffTalk / LDM checkpoints -> a DiffTalk model directory (spec §3.3, conventions §4).
 
-Inputs, read for tensors only (``convert.lightning.read_checkpoint``; ``.safetensors`` as is):
+Inputs, read for tensors only (``torch_archive.read_checkpoint``; ``.safetensors`` as is):
 
 * the DiffTalk Lightning ``.ckpt`` (``state_dict`` with ``model.diffusion_model.*``, ``model_ema.*``,
   ``first_stage_model.*``, ``cond_stage_model_for_{audio,audio_smooth,ldm}.*`` and 12 schedule
@@ -47,7 +47,7 @@ from talkinghead.difftalk.configs import (
 )
 from talkinghead.difftalk.model_dir import DiffTalkModules, save_model_dir
 from talkinghead.diffusion.schedules import BUFFER_NAMES, buffers_from_betas, scaled_linear_betas
-from talkinghead.lightning_checkpoint import read_checkpoint, tensor_state_dict
+from talkinghead.torch_archive import read_checkpoint, tensor_state_dict
 
 CONVERTER_VERSION = "1"
 UNET_PREFIX, EMA_PREFIX, VQ_PREFIX = "model.diffusion_model.", "model_ema.", "first_stage_model."

@@ -16,8 +16,6 @@ the meta device, strict load); the index is ``talkinghead.model_index``. ``confi
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from torch import nn
 
 from talkinghead.checkpoints import load_component, read_config, save_component
 from talkinghead.difftalk.configs import DiffTalkConfig
+from talkinghead.files import atomic_directory
 from talkinghead.model_index import INDEX_FILE, ModelIndex, read_model_index, write_model_index
 
 FAMILY = "difftalk"
@@ -65,35 +64,19 @@ def difftalk_index(cfg: DiffTalkConfig) -> ModelIndex:
     return ModelIndex(FAMILY, dict(COMPONENTS), cfg.audio_features, pipeline_settings(cfg))
 
 
-def read_difftalk_index(directory: str | Path) -> ModelIndex:
-    """The index of ``directory``, checked to be a DiffTalk model."""
-    index = read_model_index(directory)
-    if index.family != FAMILY:
-        raise ValueError(f"{directory} holds a {index.family!r} model, not a DiffTalk model.")
-    return index
-
-
 def save_model_dir(
     modules: DiffTalkModules, directory: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write the whole model directory atomically (temp dir next to it, then rename)."""
-    final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    """Write the whole model directory atomically (``files.atomic_directory``; an existing one is
+    replaced)."""
     cfg = modules.config
     configs = {"first_stage": cfg.first_stage, "unet": cfg.denoiser, "condition": cfg.condition}
-    try:
+    with atomic_directory(directory) as tmp:
         for name, net in modules.networks().items():
             meta = {"component": name, **(metadata or {})}
             save_component(net, configs[name], tmp / COMPONENTS[name], meta)
         write_model_index(tmp, difftalk_index(cfg))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(directory)
 
 
 def load_model_dir(
@@ -101,7 +84,7 @@ def load_model_dir(
 ) -> DiffTalkModules:
     """Load a DiffTalk model directory (strict, eval mode)."""
     directory = Path(directory)
-    index = read_difftalk_index(directory)
+    index = read_model_index(directory, FAMILY)
     # the files hold float32; casting to it anyway makes diffusers warn about upcast modules
     cast = None if dtype == torch.float32 else dtype
     parts = {

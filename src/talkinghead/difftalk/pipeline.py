@@ -15,7 +15,6 @@ forwards and backwards (ping-pong) until the audio ends; a longer one is cut. A 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +39,15 @@ from talkinghead.difftalk.prepare import (
     AnalyzerBackend,
     DiffTalkPrepared,
     FaceBackend,
-    ProgressCallback,
     load_frames,
     prepare_frames,
 )
 from talkinghead.diffusion.masked_ddim import masked_ddim_sample
 from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_betas
-from talkinghead.face.analysis import CROP_MARGIN, FaceAnalyzer
+from talkinghead.face.analysis import FaceAnalyzer
+from talkinghead.face.crop import CROP_MARGIN
 from talkinghead.media.audio import load_audio, num_video_frames
-from talkinghead.pipelines.base import GenerationResult, TalkingHeadPipeline
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -233,11 +232,7 @@ class DiffTalkPipeline(TalkingHeadPipeline):
         )
         windows = self.audio_condition(audio, options)
         order = frame_order(prepared.num_frames, windows.shape[0], prepared.is_still)
-        if generator is None:
-            seed = options.seed if options.seed is not None else secrets.randbelow(2**63)
-            generator = torch.Generator().manual_seed(seed)
-        else:
-            seed = generator.initial_seed()
+        seed, generator = self.seeded_generator(options.seed, generator)
         frames = self._generate(prepared, windows, order, steps, options, generator, callback)
         faceless = int((~prepared.has_face[order]).sum())
         if faceless:

@@ -30,13 +30,8 @@ from talkinghead.difftalk.geometry import (
     upper_face_landmarks,
 )
 from talkinghead.difftalk.networks import encode_images
-from talkinghead.face.analysis import (
-    FaceAnalyzer,
-    FaceNotFoundError,
-    crop_and_resize,
-    largest_face,
-    square_crop_box,
-)
+from talkinghead.face.analysis import FaceAnalyzer, FaceNotFoundError, largest_face
+from talkinghead.face.crop import crop_and_resize, square_crop_box
 from talkinghead.media.image import load_portrait, rgb_to_bgr
 from talkinghead.media.video import read_video_frames, video_fps
 from talkinghead.pipelines.base import ProgressCallback

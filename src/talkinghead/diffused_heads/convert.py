@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from talkinghead import checkpoints
-from talkinghead.diffused_heads.archive import Opaque, is_torchscript, module_tensors, read_archive
 from talkinghead.diffused_heads.configs import (
     PRESETS,
     AudioEncoderConfig,
@@ -52,7 +49,9 @@ from talkinghead.diffused_heads.official_keys import (
     unet_config_from_state_dict,
     unet_state_dict,
 )
+from talkinghead.files import atomic_directory
 from talkinghead.model_index import ModelIndex, write_model_index
+from talkinghead.torch_archive import Opaque, is_torchscript, module_tensors, read_archive
 
 logger = logging.getLogger(__name__)
 
@@ -228,29 +227,13 @@ def write_model_dir(
     out: Path, parts: dict[str, tuple[Any, Any, dict[str, str]]], config: DiffusedHeadsConfig
 ) -> Path:
     """Write components ``{name: (module, config, metadata)}`` and model_index.json atomically
-    (into a temporary directory beside ``out``, then renamed; an existing ``out`` is replaced)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    (``files.atomic_directory``: an existing ``out`` is replaced)."""
+    with atomic_directory(out) as tmp:
         for name, (model, cfg, meta) in parts.items():
             checkpoints.save_component(model, cfg, tmp / name, meta)
-        components = {n: n for n in parts}
-        write_model_index(
-            tmp, ModelIndex(FAMILY, components, AUDIO_FEATURES, pipeline_config(config))
-        )
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        index = ModelIndex(FAMILY, {n: n for n in parts}, AUDIO_FEATURES, pipeline_config(config))
+        write_model_index(tmp, index)
+    return Path(out)
 
 
 def pipeline_config(cfg: DiffusedHeadsConfig) -> dict[str, Any]:

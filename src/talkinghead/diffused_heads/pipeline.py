@@ -14,8 +14,7 @@ so a seed gives the same frames on every device and matches a seeded official ru
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -42,11 +41,9 @@ from talkinghead.face.analysis import FaceAnalyzer
 from talkinghead.media.audio import load_audio
 from talkinghead.media.image import load_portrait
 from talkinghead.model_index import read_model_index
-from talkinghead.pipelines.base import GenerationResult, TalkingHeadPipeline
+from talkinghead.pipelines.base import GenerationResult, ProgressCallback, TalkingHeadPipeline
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -108,9 +105,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
     ) -> DiffusedHeadsPipeline:
         """Load a model directory written by ``diffused_heads.convert.convert``."""
         path = Path(path)
-        index = read_model_index(path)
-        if index.family != FAMILY:
-            raise ValueError(f"{path} holds a {index.family!r} model, not a Diffused Heads model.")
+        index = read_model_index(path, FAMILY)
         components = index.components
         unet = checkpoints.load_component(path / components["unet"], device=device)
         encoder = None
@@ -250,8 +245,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             raise ValueError(
                 "pass a CPU torch.Generator: the draws are made on the CPU so every device agrees"
             )
-        seed = generator.initial_seed() if generator is not None else options.seed
-        seed = seed if seed is not None else secrets.randbits(31)
+        seed, generator = self.seeded_generator(options.seed, generator)
         options = replace(options, seed=seed)
         sampler = self._sampler(options)  # validates num_steps
         emb = self.audio_embeddings(audio)  # checked before the (slower) face analysis

@@ -45,7 +45,6 @@ import torch
 from torch import Tensor
 
 from talkinghead.data.synth.style import FaceStyle
-from talkinghead.eval.evaluate import write_json  # noqa: F401 - the CLI writes the summary with it
 from talkinghead.eval.metrics import count_blinks, psnr
 
 __all__ = [

@@ -41,14 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkinghead.face.crop import (  # crop_and_resize, paste_back: re-exported for dawn/pipeline.py
-    CROP_MARGIN,
-    CROP_SHIFT,
-    crop_and_resize,  # noqa: F401
-    face_bbox_in_crop,
-    paste_back,  # noqa: F401
-    square_crop_box,
-)
+from talkinghead.face.crop import CROP_MARGIN, CROP_SHIFT, face_bbox_in_crop, square_crop_box
 from talkinghead.face.faceboxes import BGR_MEAN, FaceBoxes, decode_boxes, nms, prior_boxes
 from talkinghead.face.pose_regressor import FaceRegressor, clean_state_dict, load_face_regressor
 from talkinghead.media.image import rgb_to_bgr
@@ -88,7 +81,8 @@ class FaceState:
         bbox_crop: (6,) int ``[x_min, x_max, y_min, y_max, H, W]`` of the face in the cropped image.
         crop_box: ``(x0, y0, x1, y1)`` int square crop in original pixels (may exceed the image).
         landmarks: (68, 2) float original-image pixels, or None when no landmark source was used.
-        detector: ``"faceboxes"``, ``"haar"`` or ``"centre"`` (no detector: centred-face guess).
+        detector: ``"faceboxes"``, ``"haar"``, ``"centre"`` (no detector: centred-face guess) or
+            ``"none"`` (``whole_image``).
     """
 
     box: np.ndarray
@@ -98,6 +92,20 @@ class FaceState:
     crop_box: tuple[int, int, int, int]
     landmarks: np.ndarray | None = None
     detector: str = "faceboxes"
+
+    @classmethod
+    def whole_image(cls, shape: tuple[int, int]) -> FaceState:
+        """The state of an (H, W) image without a detectable face: the whole frame, official
+        fallback pose and eye ratios."""
+        h, w = shape
+        return cls(
+            box=np.array([0.0, 0.0, w, h, 0.0]),
+            pose=np.array(NEUTRAL_POSE),
+            eye=np.array(DEFAULT_EYE),
+            bbox_crop=np.array([0, w - 1, 0, h - 1, h, w], np.int64),
+            crop_box=(0, 0, w, h),
+            detector="none",
+        )
 
 
 def largest_face(boxes: np.ndarray) -> np.ndarray:

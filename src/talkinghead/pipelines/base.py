@@ -15,6 +15,7 @@ from it); a callback that raises stops the generation at the next step (the serv
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,9 @@ class TalkingHeadPipeline:
         pipeline_cls = resolve(get_family(family).pipeline)
         return pipeline_cls.from_pretrained(path, device=device, dtype=dtype, **kwargs)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TalkingHeadPipeline:
+    def to(
+        self, device: str | torch.device, dtype: torch.dtype | None = None
+    ) -> TalkingHeadPipeline:
         raise NotImplementedError
 
     def prepare(self, source: Any, options: Any = None) -> Any:
@@ -99,6 +102,22 @@ class TalkingHeadPipeline:
         callback: ProgressCallback | None = None,
     ) -> GenerationResult:
         raise NotImplementedError
+
+    @staticmethod
+    def seeded_generator(
+        seed: int | None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> tuple[int, torch.Generator]:
+        """The seed that reproduces a call and the generator its draws come from.
+
+        A caller's ``generator`` is used as it is (its initial seed is the one reported); otherwise a
+        new one on ``device`` is seeded with ``seed``, drawn at random (31 bits) when None.
+        """
+        if generator is not None:
+            return generator.initial_seed(), generator
+        seed = seed if seed is not None else secrets.randbits(31)
+        return seed, torch.Generator(device=device).manual_seed(seed)
 
 
 class ProgressBars:

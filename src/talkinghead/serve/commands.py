@@ -10,11 +10,14 @@ import argparse
 import os
 from pathlib import Path
 
+from talkinghead.cli.flags import add_dataclass_flags, options_from_args
 from talkinghead.serve.config import TOKEN_ENV, Limits, ServeConfig, default_data_dir
 
 __all__ = ["add_batch", "add_serve"]
 
 MISSING_EXTRA = "the server needs the 'serve' extra: pip install 'talkinghead[serve]'"
+# ServeConfig / Limits fields that are `serve` flags (help and default from their field comments)
+SERVE_FLAGS = ("max_queued", "token", "web", "lease_seconds", "max_speech_seconds")
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -49,35 +52,14 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="put every worker on this device (cpu, cuda:1)")
     p.add_argument(
-        "--max-queued",
-        type=int,
-        default=ServeConfig.max_queued,
-        help="queued jobs beyond this get 429 + Retry-After",
-    )
-    p.add_argument(
-        "--token",
-        default=None,
-        help=f"bearer token required on /v1 (default: ${TOKEN_ENV}; none = open)",
-    )
-    p.add_argument(
         "--cors-origin",
         action="append",
         default=[],
         metavar="ORIGIN",
         help="allow browser calls from this origin (repeatable; default: none)",
     )
-    p.add_argument("--no-web", action="store_true", help="API only, no page at /")
-    p.add_argument(
-        "--max-speech-seconds",
-        type=float,
-        default=Limits.max_speech_seconds,
-        help="longest accepted speech, seconds",
-    )
-    p.add_argument(
-        "--lease",
-        type=float,
-        default=ServeConfig.lease_seconds,
-        help="seconds without a heartbeat before a shared queue re-runs a job",
+    add_dataclass_flags(
+        p, [ServeConfig, Limits], only=SERVE_FLAGS, aliases={"lease_seconds": ("--lease",)}
     )
     p.set_defaults(func=run_serve)
 
@@ -95,17 +77,16 @@ def run_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
-    config = ServeConfig(
+    config = options_from_args(
+        ServeConfig,
+        args,
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         db_url=args.db,
         models=tuple(args.model or ["demo"]),
         devices=devices,
-        max_queued=args.max_queued,
         token=args.token or os.environ.get(TOKEN_ENV) or None,
         cors_origins=tuple(args.cors_origin),
-        web=not args.no_web,
-        lease_seconds=args.lease,
-        limits=Limits(max_speech_seconds=args.max_speech_seconds),
+        limits=options_from_args(Limits, args),
     )
     try:
         serve(config, host=args.host, port=args.port)

@@ -32,7 +32,7 @@ class Limits:
     max_speech_bytes: int = 40 * 1024 * 1024  # speech file, bytes
     max_portrait_pixels: int = 4096 * 4096  # width x height of the portrait (or a video frame)
     max_portrait_side: int = 8192  # longest side of the portrait, pixels
-    max_speech_seconds: float = 300.0  # decoded speech duration, seconds
+    max_speech_seconds: float = 300.0  # longest decoded speech accepted, seconds
     max_video_seconds: float = 300.0  # decoded duration of a portrait video, seconds
     max_options_bytes: int = 16 * 1024  # the options JSON, bytes
     max_steps: int = 200  # the largest num_steps a job may ask for
@@ -55,12 +55,12 @@ class ServeConfig:
     devices: tuple[str, ...] = ("cpu",)  # one worker per entry, each with its own warm model
     max_queued: int = 64  # queued jobs beyond this get 429 + Retry-After
     max_attempts: int = 3  # a job interrupted this many times (crash, kill) fails for good
-    lease_seconds: float = (
-        30.0  # a running job whose heartbeat is older is re-queued (shared queue)
-    )
+    # a running job whose heartbeat is older is re-queued (shared queue), seconds
+    lease_seconds: float = 30.0
     poll_seconds: float = 1.0  # how often an idle worker looks for work queued by another server
     progress_seconds: float = 0.5  # least time between two progress writes of a job
-    token: str | None = None  # bearer token every /v1 call must carry; None = open
+    # bearer token every /v1 call must carry (serve: else $TALKINGHEAD_TOKEN); None = open
+    token: str | None = None
     cors_origins: tuple[str, ...] = ()  # origins allowed by CORS; empty = no CORS headers
     web: bool = True  # mount the Gradio page at /
     limits: Limits = field(default_factory=Limits)

@@ -22,9 +22,9 @@ from talkinghead.dawn.models.pose_blink_cvae import (
     config_from_state_dict,
     denormalize_pose,
     normalize_pose,
-    sinusoidal_positions,
     strip_official_only_keys,
 )
+from talkinghead.dawn.models.pose_blink_layers import sinusoidal_positions
 from talkinghead.dawn.models.rotary import rotary_frequencies
 
 # The official code runs in float32 with the same op order (scale, rotate, q.k, + bias, - rowmax, softmax);
