@@ -111,32 +111,18 @@ def test_generate_hands_workers_absolute_paths(
     assert args.out == tmp_path / "out" and args.official == tmp_path / "dawn"
 
 
+SMALLEST = ("--frames", "6", "--steps", "1", "--threads", "1")  # a tiny DDIM call, one thread
+
+
 @pytest.mark.slow
 def test_load_benchmark_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
     # ours only (the official code needs a checkout) and no demo rows, to stay short; the busy
     # condition starts and stops its busy-loop child itself
     _run(
         "load.py",
-        "--presets",
-        "tiny",
-        "--impls",
-        "ours",
-        "--frames",
-        "6",
-        "--steps",
-        "1",
-        "--threads",
-        "1",
-        "--repeats",
-        "2",
-        "--demo-steps",
-        "0",
-        "--settle",
-        "0",
-        "--golden-dir",
-        str(golden_dir),
-        "--out",
-        str(tmp_path),
+        *("--presets", "tiny", "--impls", "ours", *SMALLEST, "--repeats", "2"),
+        *("--demo-steps", "0", "--settle", "0"),
+        *("--golden-dir", str(golden_dir), "--out", str(tmp_path)),
     )
     report = json.loads((tmp_path / "load.json").read_text())
     rows = report["rows"]
@@ -155,22 +141,12 @@ def test_load_benchmark_rows_and_table(tmp_path: Path, golden_dir: Path) -> None
     assert "| ddim | tiny | ours | busy | 1 | passive | 2 |" in (tmp_path / "load.md").read_text()
 
 
+@pytest.mark.slow
 def test_profile_step_counts_the_flash_kernel(tmp_path: Path, golden_dir: Path) -> None:
     out = tmp_path / "profile.json"
     _run(
         "profile_step.py",
-        "--preset",
-        "tiny",
-        "--frames",
-        "6",
-        "--steps",
-        "1",
-        "--threads",
-        "1",
-        "--golden-dir",
-        str(golden_dir),
-        "--out",
-        str(out),
+        *("--preset", "tiny", *SMALLEST, "--golden-dir", str(golden_dir), "--out", str(out)),
     )
     report = json.loads(out.read_text())
     # tiny UNet at 6 frames: 6 temporal layers + the mid spatial attention, one flash call each
