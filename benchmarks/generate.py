@@ -34,6 +34,9 @@ from provenance import provenance
 from safetensors.torch import load_file
 from workloads import IMPLS, PRESET_NAMES, STAGES, Spec
 
+from talkinghead.allocator import malloc_env
+from talkinghead.threads import thread_env
+
 logger = logging.getLogger("benchmarks.generate")
 HERE = Path(__file__).resolve().parent
 DEFAULT_GOLDEN = (
@@ -84,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch.compile our UNet forward (inductor, as `generate --compile`); each ddim/e2e "
         "row is the steady-state call, its first call (compile included) is reported beside it",
     )
+    p.add_argument(
+        "--ours-allocator",
+        choices=["policy", "default"],
+        default="policy",
+        help="ours: freed memory kept for reuse as `talkinghead generate` does "
+        "(talkinghead.allocator), or glibc's defaults; see minor_faults in the JSON rows",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
@@ -123,10 +133,35 @@ def available_gib(device: str) -> float:
     return float("inf")
 
 
-def run_one(spec: Spec, timeout: float) -> dict[str, object]:
-    """One measurement in a fresh interpreter; failures (e.g. out of memory) become a row too."""
+def worker_env(
+    impl: str, threads: int, official_wait: str = "default", ours_allocator: str = "policy"
+) -> dict[str, str]:
+    """Environment of a worker: ours with the process policy of the CLI's ``generate``
+    (``talkinghead.threads``: passive OpenMP wait unless OMP_WAIT_POLICY says otherwise;
+    ``talkinghead.allocator``: freed memory reused, or glibc's defaults with
+    ``ours_allocator="default"``); the official code with OpenMP's and glibc's defaults, as its
+    users run it, or the passive wait with ``official_wait="passive"``."""
+    if impl != "official":
+        memory = malloc_env() if ours_allocator == "policy" else {}
+        return {**os.environ, **thread_env(threads), **memory}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["OMP_NUM_THREADS"] = str(threads)
+    if official_wait == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def run_one(
+    spec: Spec, timeout: float, env: dict[str, str] | None = None, allocator: str = "policy"
+) -> dict[str, object]:
+    """One measurement in a fresh interpreter; failures (e.g. out of memory) become a row too.
+
+    ``env``: the worker's environment (default: :func:`worker_env` of the spec, with our
+    ``allocator`` policy).
+    """
     cmd = [sys.executable, str(HERE / "workloads.py"), json.dumps(asdict(spec))]
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(HERE)}
+    base = env if env is not None else worker_env(spec.impl, spec.threads, ours_allocator=allocator)
+    env = {**base, "TQDM_DISABLE": "1", "PYTHONPATH": str(HERE)}
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -311,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
                         autocast=args.autocast if impl == "ours" else "none",
                         compile=args.compile and impl == "ours",
                     )
-                    row = run_one(spec, args.timeout)
+                    row = run_one(spec, args.timeout, allocator=args.ours_allocator)
                     rows.append(row)
                     logger.info(
                         "%s",

@@ -183,13 +183,17 @@ def reset_peak(device: torch.device) -> float:
 def measure(fn: Callable[[], object], device: torch.device) -> dict[str, float]:
     base = reset_peak(device)
     cuda_base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
-    start = time.perf_counter()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
     out = {
         "wall_s": wall,
+        "cpu_s": time.process_time() - cpu_start,  # all threads of the process, user + system
+        # pages the kernel faulted in (and zeroed) for the call: fresh memory, not reused
+        "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
         "rss_before_mib": base,
         "call_peak_rss_mib": _status_kib("VmHWM") / 1024 - base,
         "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

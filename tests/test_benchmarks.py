@@ -122,3 +122,46 @@ def test_difftalk_speed_tiny_rows(tmp_path: Path) -> None:
     for r in report["rows"]:
         assert r["frames"] == 3 and r["fps"] > 0
         assert r["encoder_calls"] == 0, "the reference latent is encoded once, in prepare"
+
+
+SMALLEST = ("--frames", "6", "--steps", "1", "--threads", "1")  # a tiny DDIM call, one thread
+
+
+@pytest.mark.slow
+def test_load_benchmark_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
+    # ours only (the official code needs a checkout) and no demo rows, to stay short; the busy
+    # condition starts and stops its busy-loop child itself
+    _run(
+        "load.py",
+        *("--presets", "tiny", "--impls", "ours", *SMALLEST, "--repeats", "2"),
+        *("--demo-steps", "0", "--settle", "0"),
+        *("--golden-dir", str(golden_dir), "--out", str(tmp_path)),
+    )
+    report = json.loads((tmp_path / "load.json").read_text())
+    rows = report["rows"]
+    assert [(r["condition"], r["repeat"]) for r in rows] == [
+        ("quiet", 0),
+        ("busy", 0),
+        ("quiet", 1),
+        ("busy", 1),
+    ]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["load_before"] >= 0
+        assert r["minor_faults"] >= 0
+        assert r["wait"] == "passive" and r["threads"] == 1
+    assert any("busy / quiet" in line for line in report["ratios"])
+    assert "| ddim | tiny | ours | busy | 1 | passive | 2 |" in (tmp_path / "load.md").read_text()
+
+
+@pytest.mark.slow
+def test_profile_step_counts_the_flash_kernel(tmp_path: Path, golden_dir: Path) -> None:
+    out = tmp_path / "profile.json"
+    _run(
+        "profile_step.py",
+        *("--preset", "tiny", *SMALLEST, "--golden-dir", str(golden_dir), "--out", str(out)),
+    )
+    report = json.loads(out.read_text())
+    # tiny UNet at 6 frames: 6 temporal layers + the mid spatial attention, one flash call each
+    assert report["attention_kernels"] == {"aten::_scaled_dot_product_flash_attention_for_cpu": 7.0}
+    assert report["kernel_calls_per_step"] > 0 and report["ops"]

@@ -36,12 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from talkinghead.cli.flags import apply_process_flags
+    from talkinghead.threads import set_wait_policy
+
+    set_wait_policy()  # before anything imports torch (building the parser does)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
     )
     try:
+        apply_process_flags(args)
         code = args.func(args) or 0
     except CLIError as err:
         print(f"talkinghead: error: {err}", file=sys.stderr)

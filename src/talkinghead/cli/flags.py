@@ -133,3 +133,35 @@ def options_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> 
 def given_flags(args: argparse.Namespace, fields: Iterable[str]) -> list[str]:
     """The flags among ``fields`` that the user set."""
     return [flag_name(f) for f in fields if getattr(args, f, None) is not None]
+
+
+THREADS_HELP = "CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)"
+
+
+def add_process_flags(
+    parser: argparse.ArgumentParser, *, reuse_memory: bool, threads_help: str = THREADS_HELP
+) -> None:
+    """``--threads`` of a command that computes, and whether its process keeps freed memory.
+
+    ``reuse_memory``: the command's process ends with its work, so freed memory is kept for reuse
+    (``talkinghead.allocator``); long-lived processes (the server) leave glibc's defaults.
+    :func:`apply_process_flags` applies both before the command runs.
+    """
+    from talkinghead.threads import parse_threads
+
+    parser.add_argument(
+        "--threads", type=parse_threads, default=None, metavar="N", help=threads_help
+    )
+    parser.set_defaults(reuse_memory=reuse_memory)
+
+
+def apply_process_flags(args: argparse.Namespace) -> None:
+    """The thread and memory policy of a command that has :func:`add_process_flags`."""
+    if "threads" not in args:
+        return
+    from talkinghead.allocator import reuse_freed_memory
+    from talkinghead.threads import configure_threads
+
+    configure_threads(args.threads)
+    if args.reuse_memory:
+        reuse_freed_memory()

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from talkinghead.cli.errors import CLIError
-from talkinghead.cli.flags import add_dataclass_flags, given_flags, options_from_args
+from talkinghead.cli.flags import (
+    add_dataclass_flags,
+    add_process_flags,
+    given_flags,
+    options_from_args,
+)
 from talkinghead.errors import first_line
 from talkinghead.families import FAMILIES, resolve
 
@@ -74,6 +79,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     motion.add_argument("--driving-video", default=None, help="take pose and blinks from this video")
     knobs = p.add_argument_group("generation options (defaults: the model family's)")
     add_dataclass_flags(knobs, _options_classes(), aliases=ALIASES)
+    add_process_flags(p, reuse_memory=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_generate)
 
@@ -187,6 +193,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="demo.mp4", help="output .mp4 (default demo.mp4)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--steps", type=int, default=20, help="sampler steps")
+    add_process_flags(p, reuse_memory=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_demo)
 

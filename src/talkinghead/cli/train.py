@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from talkinghead.cli.errors import CLIError
-from talkinghead.cli.flags import add_dataclass_flags, options_from_args
+from talkinghead.cli.flags import add_dataclass_flags, add_process_flags, options_from_args
 from talkinghead.errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--export", metavar="MODEL_DIR", default=None,
                    help="write the EMA weights into this model dir afterwards (with --steps 0: only)")
+    add_process_flags(p, reuse_memory=False)
     p.set_defaults(func=run_train)
 
 

@@ -8,7 +8,8 @@ family (``seed``, ``num_steps``, ...). A row without ``output`` is written to
 Resumable: outputs appear only complete (``outputs.save_result``), so an existing output is a
 finished item and is skipped. An item's failure is recorded in ``report.jsonl`` and never stops
 the run. The items run here in one process, on the ranks of ``torchrun`` (rank r takes items
-r, r + W, ...; ``report.rank<r>.jsonl`` each, merged by rank 0), or on Ray actors
+r, r + W, ...; ``report.rank<r>.jsonl`` each, merged by rank 0; ranks on the CPU of one machine
+each keep to their share of its cores, ``threads.configure_worker``), or on Ray actors
 (``batch_ray``). The item itself runs through the server's worker code (``worker.generate``).
 """
 
@@ -190,7 +191,13 @@ def run_batch(
         records = run_on_ray(items, ray_address, ray_workers, progress=progress)
         return _summarize(records, out_dir / REPORT)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    device = device or _default_device(int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = device or _default_device(local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device == "cpu" and local_world > 1:
+        from talkinghead.threads import configure_worker, split_cores
+
+        configure_worker(split_cores(local_world)[local_rank])
     runner = ItemRunner(device)
     mine = items[rank::world]
     records = [

@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from talkinghead.cli.flags import add_dataclass_flags, options_from_args
+from talkinghead.cli.flags import add_dataclass_flags, add_process_flags, options_from_args
 from talkinghead.serve.config import TOKEN_ENV, Limits, ServeConfig, default_data_dir
 
 __all__ = ["add_batch", "add_serve"]
@@ -61,6 +61,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     add_dataclass_flags(
         p, [ServeConfig, Limits], only=SERVE_FLAGS, aliases={"lease_seconds": ("--lease",)}
     )
+    # a server idles between jobs: glibc hands freed memory back (talkinghead.allocator)
+    add_process_flags(
+        p,
+        reuse_memory=False,
+        threads_help="CPU threads per worker (default: $OMP_NUM_THREADS, else the CPUs this "
+        "process may use); several CPU workers each keep to their share of the CPUs",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -73,10 +80,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise CLIError(MISSING_EXTRA) from err
     devices = default_devices(args.workers, args.device)
-    if len(devices) > 1 and all(d == "cpu" for d in devices):
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
     config = options_from_args(
         ServeConfig,
         args,
@@ -128,6 +131,12 @@ def add_batch(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="Ray actors (default: one per GPU of the cluster, else 2)",
+    )
+    add_process_flags(
+        p,
+        reuse_memory=True,
+        threads_help="CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may "
+        "use; torchrun ranks on the CPU: at most each rank's share)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch_command)

@@ -5,6 +5,10 @@ job left running by a previous process (kill -9, power loss) and removes job fol
 got a row. On a shared PostgreSQL queue nothing is assumed about other servers: a running job is
 re-queued only when its heartbeat is older than the lease. The janitor thread refreshes the
 heartbeats of this server's jobs and re-queues stale ones of others.
+
+Several CPU workers split the CPUs this process may use between them (``threads.split_cores``):
+each keeps its thread and the OpenMP threads it starts to its own share, so they do not
+oversubscribe the cores between them; a lone CPU worker uses the process's thread policy as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from talkinghead.serve.config import ServeConfig
 from talkinghead.serve.queue import JobQueue
 from talkinghead.serve.worker import Worker
+from talkinghead.threads import split_cores
 
 __all__ = ["DataDirLocked", "WorkerPool", "default_devices"]
 
@@ -48,8 +53,14 @@ class WorkerPool:
         self.queue = queue
         self.config = config
         self.stop_event = threading.Event()
+        cpu_workers = [i for i, device in enumerate(config.devices) if device == "cpu"]
+        cpus = (
+            dict(zip(cpu_workers, split_cores(len(cpu_workers)), strict=True))
+            if len(cpu_workers) > 1
+            else {}
+        )
         self.workers = [
-            Worker(queue, config, device, i, self.stop_event)
+            Worker(queue, config, device, i, self.stop_event, cpus=cpus.get(i))
             for i, device in enumerate(config.devices)
         ]
         self._janitor = threading.Thread(target=self._tend, name="talkinghead-janitor", daemon=True)

@@ -68,12 +68,20 @@ class Worker(threading.Thread):
     """One device's job loop. ``stop`` ends it after the current job; ``wake`` cuts an idle wait."""
 
     def __init__(
-        self, queue: JobQueue, config: ServeConfig, device: str, index: int, stop: threading.Event
+        self,
+        queue: JobQueue,
+        config: ServeConfig,
+        device: str,
+        index: int,
+        stop: threading.Event,
+        *,
+        cpus: list[int] | None = None,
     ) -> None:
         super().__init__(name=f"talkinghead-worker-{index}", daemon=True)
         self.queue = queue
         self.config = config
         self.device = device
+        self.cpus = cpus  # this worker's share of the CPUs (several CPU workers), else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}"
         self.stop = stop
         self.wake = threading.Event()
@@ -93,6 +101,11 @@ class Worker(threading.Thread):
         return pipe
 
     def run(self) -> None:
+        if self.cpus is not None:
+            from talkinghead.threads import configure_worker
+
+            threads = configure_worker(self.cpus)  # before this thread's first torch operation
+            logger.info("%s: CPUs %s, %d threads", self.name, self.cpus, threads)
         try:
             self.pipeline(self.config.models[0])
         except Exception:

@@ -11,13 +11,27 @@ M(i, j) = -1e8 when |j - i| > window (official inference code).
 Two implementations of the same math:
 
 * :func:`reference_local_attention` materialises the full (F, F) logits with the -1e8 band mask,
-  exactly like the official O(F^2) code (§4.2). Used as the faithful mode and in tests.
+  exactly like the official O(F^2) code (§4.2), with the official arithmetic
+  (:func:`dense_attention`). Used in tests as the oracle.
 * :func:`local_attention` splits queries into blocks of ``block_size`` frames; each block attends
-  only to the keys ``[start - window, end + window)``, so the logits are
-  (F, block_size + 2 * window) instead of (F, F): memory O(F * window) (§4.3, done without loops).
+  only to the keys ``[start - window, end + window)`` (clipped to the sequence), so the logits are
+  (F, block_size + 2 * window) instead of (F, F): memory O(F * window) (§4.3).
 
-PBNet's attentions reuse both in eval mode, where the official code masks ``|j - i| > 200``
-(dense_attention for short sequences, local_attention beyond ``FULL_ATTENTION_MAX_FRAMES``).
+The UNet's attentions (banded, and dense through :func:`fused_attention`) run
+:func:`torch.nn.functional.scaled_dot_product_attention` on 4-D (batch, heads, n, d) views with a
+mask that broadcasts over the batch, the one form that PyTorch's fused CPU flash kernel takes (5-D
+or 3-D inputs fall back to the math kernel, which materialises the logits and makes several passes
+over them: it was half the UNet's CPU time, issue #15). The banded path calls the kernel once per
+query block on strided views of q, k and v, so nothing is padded, unfolded or copied. When the mask
+needs a gradient (training the relative bias) PyTorch takes its math kernel by itself, with the same
+result. The output comes back as a (..., heads, n, d) view of a (..., n, heads, d) buffer, so
+merging the heads afterwards (``... h n d -> ... n (h d)``) is free. The fused kernel sums in
+another order than the official formula: outputs agree to float32 rounding, not bit for bit.
+
+PBNet's attentions reuse them in eval mode, where the official code masks ``|j - i| > 200``:
+:func:`dense_attention` (the official arithmetic, so PBNet's pose and blink keep the official
+rounding; PBNet's cost is negligible next to the UNet's) for short sequences, :func:`local_attention`
+beyond ``FULL_ATTENTION_MAX_FRAMES``.
 
 Both take ``bias_table``: (heads, 2 * span + 1), column ``c`` holding the bias of relative offset
 ``j - i = c - span`` (built by :meth:`.relative_position.RelativePositionBias.offset_table`); the bias only depends on
@@ -26,8 +40,9 @@ the offset, so the table is all either path needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 from talkinghead.dawn.models.relative_position import dense_bias
@@ -68,19 +83,41 @@ def reference_local_attention(
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """softmax(q k^T + bias) v with the official max subtraction; bias: (heads, n, n)."""
+    """softmax(q k^T + bias) v with the official max subtraction; bias: (heads, n, n).
+
+    The official arithmetic (logits materialised): PBNet's short sequences and the tests' oracle.
+    """
     sim = torch.einsum("...id,...jd->...ij", q, k) + bias
     sim = sim - sim.amax(dim=-1, keepdim=True).detach()
     return torch.einsum("...ij,...jd->...id", sim.softmax(dim=-1), v)
 
 
+def _batched(t: Tensor) -> Tensor:
+    """(..., heads, n, d) -> (B, heads, n, d): a view whenever the leading dims merge (always for
+    the UNet's and PBNet's layouts)."""
+    return t.reshape(-1, *t.shape[-3:])
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, *, scale: float = 1.0) -> Tensor:
+    """softmax(scale * q k^T + bias) v through the fused kernel; q, k, v: (..., heads, n, d), bias:
+    (heads, n, n).
+
+    The official code subtracts the row maximum before its softmax; the kernel's online softmax
+    does the same, so the result is that of :func:`dense_attention` to float rounding.
+    """
+    out = nn.functional.scaled_dot_product_attention(
+        _batched(q), _batched(k), _batched(v), attn_mask=bias.to(q.dtype)[None], scale=scale
+    )
+    return out.reshape(q.shape[:-1] + v.shape[-1:])
+
+
 def default_block_size(n: int, window: int) -> int:
     """Query block length: ``n`` split into equal blocks of about ``window`` frames (at most 64).
 
-    Each block computes ``B + 2 * window`` logits per query and ``n`` is padded to a multiple of B, so
-    blocks near the window that divide ``n`` evenly waste the least; measured at n=200, window=40
-    (SDPA on CPU, 2 threads): B=40 (5 blocks, no padding) 0.83 s vs the former B=32 (224 padded
-    frames) 0.93 s per layer call, B=20 0.90 s, B=100 0.97 s. Outputs are identical for any B.
+    Each block computes ``B + 2 * window`` logits per query, so blocks near the window that divide
+    ``n`` evenly waste the least: measured at n=200, window=40 (2 threads): B=40 (5 blocks) 0.83 s
+    against 0.93 s with blocks of 32, 0.90 s with 20 and 0.97 s with 100 per layer call. Outputs
+    agree to float rounding for any B.
     """
     target = min(max(window, 1), 64)
     blocks = max(1, round(n / target))
@@ -95,52 +132,80 @@ def local_attention(
     window: int | None,
     *,
     block_size: int | None = None,
+    scale: float = 1.0,
 ) -> Tensor:
     """Banded attention, same result as :func:`reference_local_attention` in O(n * window) memory.
 
     Queries are cut into blocks of ``block_size`` frames (default :func:`default_block_size`); block
-    ``[s, s + B)`` attends to keys ``[s - window, s + B + window)`` (zero-padded at the borders and
-    masked there), so the logits have shape (..., heads, n_blocks, B, B + 2 * window).
+    ``[s, e)`` attends to the keys ``[max(s - window, 0), min(e + window, n))`` with one additive mask
+    (bias of each offset, and the band ``|j - i| <= window``) that every block slices and the fused
+    kernel broadcasts over the batch.
 
-    Args: as :func:`reference_local_attention`; ``block_size`` > 0 trades memory for batching.
+    Args: as :func:`reference_local_attention`; ``block_size`` > 0 trades memory for batching;
+        ``scale``: factor of q . k (1.0 when q is already scaled), applied inside the kernel.
     Returns:
-        (..., heads, n, d)
+        (..., heads, n, d), a view of a (..., n, heads, d) buffer.
     """
     n = _check(q, k, v, bias_table, window)
-    if window is None or n <= window + 1:
-        # every pair of frames is inside the window: plain full attention, n^2 <= n * (window + 1)
-        return reference_local_attention(q, k, v, bias_table, None)
-    w = window
-    bq = block_size if block_size is not None else default_block_size(n, w)
-    if bq < 1:
-        raise ValueError(f"block_size={bq} must be >= 1")
-    if n <= bq + 2 * w:
-        # a block would see every key anyway: the dense band-masked logits are no larger
-        return reference_local_attention(q, k, v, bias_table, w)
-    nb = -(-n // bq)
-    n_pad = nb * bq
-    kb_len = bq + 2 * w
-    pad = (0, 0, w, n_pad - n + w)
-    qb = rearrange(nn.functional.pad(q, (0, 0, 0, n_pad - n)), "... (b i) d -> ... b i d", i=bq)
-    kb = nn.functional.pad(k, pad).unfold(-2, kb_len, bq).transpose(-1, -2)  # (..., nb, kb_len, d)
-    vb = nn.functional.pad(v, pad).unfold(-2, kb_len, bq).transpose(-1, -2)
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size={block_size} must be >= 1")
+    bq = banded_block_size(n, window, block_size)
+    if bq is None or window is None:
+        # a block would see (nearly) every key: the dense band-masked logits are no larger
+        full = window is None or n <= window + 1
+        bias = dense_bias(bias_table, n, None if full else window)
+        return fused_attention(q, k, v, bias, scale=scale)
+    mask = band_mask(bias_table, window, bq, q.dtype)
+    out = torch.cat(list(banded_blocks(q, k, v, mask, window, scale=scale)), dim=1)
+    return out.transpose(1, 2).reshape(q.shape[:-1] + v.shape[-1:])
 
+
+def banded_block_size(n: int, window: int | None, block_size: int | None = None) -> int | None:
+    """Query block length of the banded path for ``n`` frames, or None when the dense path is no
+    larger (every pair inside the window, or one block would see every key)."""
+    if window is None or n <= window + 1:
+        return None
+    bq = block_size if block_size is not None else default_block_size(n, window)
+    return None if n <= bq + 2 * window else bq
+
+
+def band_mask(bias_table: Tensor, window: int, block_size: int, dtype: torch.dtype) -> Tensor:
+    """Additive mask of a query block: (1, heads, block_size, block_size + 2 * window).
+
+    Entry (i, c) is the bias of offset ``c - i - window`` (query i of the block, key c of its
+    window ``[s - window, s + block_size + window)``), or a large negative value outside the band.
+    """
+    w, bq = window, block_size
     span = (bias_table.shape[-1] - 1) // 2
-    device = q.device
+    device = bias_table.device
     rel = (
-        torch.arange(kb_len, device=device)[None, :] - torch.arange(bq, device=device)[:, None] - w
+        torch.arange(bq + 2 * w, device=device)[None, :] - torch.arange(bq, device=device)[:, None]
     )
-    in_window = rel.abs() <= w  # (bq, kb_len); the same for every block
-    key_pos = (
-        torch.arange(nb, device=device)[:, None] * bq - w + torch.arange(kb_len, device=device)
-    )
-    key_ok = (key_pos >= 0) & (key_pos < n)  # (nb, kb_len): padding keys at the borders
-    keep = in_window[None] & key_ok[:, None, :]  # (nb, bq, kb_len)
-    heads = bias_table.shape[0]
-    # bias + band + border mask as one additive mask: the fused SDPA kernel never materialises the
-    # logits (saves their add / mask / softmax passes and two layout copies); a finite fill keeps
-    # padded query rows NaN-free
-    mask = bias_table[:, rel.clamp(-w, w) + span].to(q.dtype)[:, None].expand(heads, nb, bq, kb_len)
-    mask = mask.masked_fill(~keep, torch.finfo(q.dtype).min / 2)
-    out = nn.functional.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=1.0)
-    return rearrange(out, "... b i d -> ... (b i) d")[..., :n, :]
+    rel = rel - w
+    mask = bias_table[:, rel.clamp(-w, w) + span].to(dtype)
+    return mask.masked_fill(rel.abs() > w, torch.finfo(dtype).min / 2)[None]
+
+
+def banded_blocks(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int, *, scale: float = 1.0
+) -> Iterator[Tensor]:
+    """The banded attention's output, one query block at a time.
+
+    Args:
+        q, k, v: (..., heads, n, d); mask: :func:`band_mask` (its block length is the block size).
+    Yields:
+        (B, e - s, heads, d) for the queries ``[s, e)`` of each block in order, B the product of
+        the leading dims: concatenated along dim 1 they are the attention output, n-major.
+    """
+    n, w, bq = q.shape[-2], window, mask.shape[-2]
+    qb, kb, vb = _batched(q), _batched(k), _batched(v)
+    for s in range(0, n, bq):
+        e, ks, ke = min(s + bq, n), max(s - w, 0), min(s + bq + w, n)
+        out = nn.functional.scaled_dot_product_attention(
+            qb[:, :, s:e],
+            kb[:, :, ks:ke],
+            vb[:, :, ks:ke],
+            attn_mask=mask[:, :, : e - s, ks - s + w : ke - s + w],
+            scale=scale,
+        )
+        yield out.transpose(1, 2)  # contiguous: the fused kernel writes (B, n, heads, d)

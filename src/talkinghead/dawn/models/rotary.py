@@ -46,8 +46,10 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first ``rot_dim`` features of ``t`` by precomputed angles.
 
     Args:
-        t: (..., n, d) with ``d >= rot_dim``; the sequence axis is the second to last.
-        cos, sin: (n, rot_dim) from :meth:`RotaryEmbedding.cos_sin`.
+        t: (..., d) with ``d >= rot_dim``, e.g. (..., n, d) with the sequence axis second to last.
+        cos, sin: (n, rot_dim) from :meth:`RotaryEmbedding.cos_sin`, or any shape ending in
+            ``rot_dim`` that broadcasts against ``t[..., :rot_dim]`` (e.g. (n, 1, 1, rot_dim) for a
+            sequence axis further left, to rotate q and k of a fused projection in one call).
     Returns:
         Tensor of the same shape as ``t``; features beyond ``rot_dim`` are unchanged.
     """

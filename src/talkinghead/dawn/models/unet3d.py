@@ -36,6 +36,7 @@ from talkinghead.dawn.models.layers3d import (
     TemporalAttention,
     TemporalContext,
 )
+from talkinghead.dawn.models.local_attention import band_mask, banded_block_size
 from talkinghead.dawn.models.relative_position import RelativePositionBias, dense_bias
 from talkinghead.dawn.models.rotary import RotaryEmbedding
 
@@ -166,8 +167,20 @@ class UNet3D(nn.Module):
         table = self.time_rel_pos_bias.offset_table(span).to(dtype)
         cos, sin = self.rotary.cos_sin(num_frames, device=table.device, dtype=dtype)
         dense = dense_bias(table, num_frames, window) if mode == "full" else None
+        block = banded_block_size(num_frames, window) if mode == "local" else None
+        band = (
+            band_mask(table, window, block, dtype)
+            if block is not None and window is not None
+            else None
+        )
         return TemporalContext(
-            cos=cos, sin=sin, bias_table=table, window=window, mode=mode, dense_bias=dense
+            cos=cos,
+            sin=sin,
+            bias_table=table,
+            window=window,
+            mode=mode,
+            dense_bias=dense,
+            band_mask=band,
         )
 
     def forward(
