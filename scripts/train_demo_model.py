@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from talkinghead.train.recipe import one_thread_env, run_steps, say, torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("data", "lfg", "pose", "blink", "a2v", "export", "eval")
@@ -132,60 +132,21 @@ def run_training_stage(stage: str, work: Path, budget: Budget, val_every: int) -
     torch.set_num_threads(1)
     cfg = stage_config(stage, work, budget).resolve()
     if stage != "lfg":
-        run_stage(cfg, resume=True)
-        return
-    from talkinghead.dawn.training import lfg
-    from talkinghead.train.loop import train
+        result = run_stage(cfg, resume=True)
+    else:
+        from talkinghead.dawn.training import lfg
+        from talkinghead.train.loop import train
 
-    task = lfg.build_task(cfg)
-    train(cfg, task, resume=True, hooks=[lfg_validator(task, work, val_every)])
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S', time.gmtime())} UTC] {msg}", flush=True)
+        task = lfg.build_task(cfg)
+        result = train(cfg, task, resume=True, hooks=[lfg_validator(task, work, val_every)])
+    if result.interrupted:
+        sys.exit(130)  # stopped by a signal (checkpoint written): the step is not done
 
 
-def _cpu_seconds() -> float:
-    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def _read_times(work: Path) -> dict[str, dict[str, float]]:
-    path = work / "times.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def step(work: Path, name: str, fn: Callable[[], None]) -> None:
-    """Run ``fn`` unless ``work/done/name`` exists; add its wall and CPU time to times.json."""
-    from talkinghead.files import write_json
-
-    marker = work / "done" / name
-    if marker.exists():
-        say(f"{name}: done before, skipped")
-        return
-    say(f"{name}: start")
-    t0, c0 = time.time(), _cpu_seconds()
-    fn()
-    wall, cpu = time.time() - t0, _cpu_seconds() - c0
-    times = _read_times(work)
-    prev = times.get(name, {"wall_s": 0.0, "cpu_s": 0.0})  # earlier, interrupted tries add up
-    times[name] = {"wall_s": prev["wall_s"] + wall, "cpu_s": prev["cpu_s"] + cpu}
-    write_json(work / "times.json", times)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    say(f"{name}: done in {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
-
-
-def _one_thread_env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def torchrun(stage: str, args: argparse.Namespace) -> None:
+def stage_torchrun(stage: str, args: argparse.Namespace) -> None:
     procs = 1 if stage in ("pose", "blink") else args.procs  # the small PBNets: one process
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={procs}", __file__, "--stage", stage, "--work", str(args.work),
-           "--val-every", str(args.val_every), *budget_flags(args)]  # fmt: skip
-    subprocess.run(cmd, check=True, env=_one_thread_env())
+    argv = ["--stage", stage, "--work", str(args.work), "--val-every", str(args.val_every)]
+    torchrun(__file__, [*argv, *budget_flags(args)], procs)
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
@@ -226,7 +187,7 @@ def evaluate(args: argparse.Namespace) -> None:
     common = ["--work", str(args.work), "--model-dir", str(args.model_dir), "--eval-clips",
               str(args.eval_clips), "--eval-steps", str(args.eval_steps)]  # fmt: skip
     cmds = [[sys.executable, __file__, "--stage", f"eval:{i}/{n}", *common] for i in range(n)]
-    procs = [subprocess.Popen(cmd, env=_one_thread_env()) for cmd in cmds]
+    procs = [subprocess.Popen(cmd, env=one_thread_env()) for cmd in cmds]
     codes = [p.wait() for p in procs]  # every shard finishes before any is judged
     if any(codes):
         raise RuntimeError(f"evaluation shards exited with {codes} (see their output above)")
@@ -298,25 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"demo model recipe in {args.work} ({args.procs} processes; budget {budget})")
     actions = {
         "data": lambda: make_data(args.work),
-        **{s: (lambda s=s: torchrun(s, args)) for s in ("lfg", "pose", "blink", "a2v")},
+        **{s: (lambda s=s: stage_torchrun(s, args)) for s in ("lfg", "pose", "blink", "a2v")},
         "export": lambda: export_model(args.work, args.model_dir),
         "eval": lambda: evaluate(args),
     }
-    t0 = time.time()
     only = set(args.only.split(",")) if args.only else None
-    for name in STEPS:
-        if only is None or name in only:
-            step(args.work, name, actions[name])
-        if name == args.until:
-            break
-    times = _read_times(args.work)
-    cpu = sum(t["cpu_s"] for t in times.values()) / 60
-    wall = sum(t["wall_s"] for t in times.values()) / 60
-    say(f"finished in {(time.time() - t0) / 60:.1f} min this run; recipe total {wall:.1f} min "
-        f"wall, {cpu:.1f} min CPU (times.json)")  # fmt: skip
+    run_steps(args.work, [(name, actions[name]) for name in STEPS], until=args.until, only=only)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
     sys.exit(main())

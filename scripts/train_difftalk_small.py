@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -153,8 +152,9 @@ def export_model(work: Path) -> None:
 
 def start_cli(*argv: str) -> subprocess.Popen:
     """``talkinghead ARGV`` in a one-thread process."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "talkinghead", *argv], env=env)
+    from talkinghead.train.recipe import one_thread_env
+
+    return subprocess.Popen([sys.executable, "-m", "talkinghead", *argv], env=one_thread_env())
 
 
 def run_demo(work: Path, args: argparse.Namespace) -> None:

@@ -103,11 +103,15 @@ def run_steps(
     )
 
 
+def one_thread_env() -> dict[str, str]:
+    """This process's environment for a child of one OpenMP thread with unbuffered output."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
 def torchrun(script: str | Path, argv: Sequence[str], procs: int) -> None:
     """Run ``python script *argv`` in ``procs`` one-thread processes under torch.distributed.run."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={procs}", str(script), *argv,
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=one_thread_env())
