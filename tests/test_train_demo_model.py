@@ -4,7 +4,6 @@ skip on their done/ marker and add their time to times.json, bad --only lists ar
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -32,13 +31,8 @@ def test_stage_configs(recipe, tmp_path: Path) -> None:
     assert {Path(c.run_dir).name for c in cfgs.values()} == {"lfg", "pose", "blink", "a2v"}
 
 
-def test_steps_resume_by_marker(recipe, tmp_path: Path) -> None:
-    calls = []
-    for _ in range(2):
-        recipe.step(tmp_path, "data", lambda: calls.append(1))
-    times = json.loads((tmp_path / "times.json").read_text())
-    assert calls == [1] and (tmp_path / "done" / "data").exists()
-    assert set(times["data"]) == {"wall_s", "cpu_s"}
+def test_only_names_known_steps(recipe, tmp_path: Path) -> None:
+    # the done markers and times.json are train/recipe.py's (tests/train/test_recipe.py)
     args = recipe.parse_args(["--work", str(tmp_path), "--only", "export,eval"])
     assert args.work == tmp_path.resolve() and args.eval_shards == 4
     with pytest.raises(SystemExit):
