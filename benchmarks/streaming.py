@@ -1,6 +1,6 @@
 """Streaming DAWN (issue #18): latency, throughput, memory and quality against the all-at-once call.
 
-    python benchmarks/streaming.py [--model demo|DIR] [--steps 20] [--sampler ddim]
+    python benchmarks/streaming.py [--model demo|DIR] [--steps 20 8] [--sampler ddim]
         [--configs 40:10:10 24:8:6] [--long-seconds 600] [--clips 4] [--clip-seconds 8]
         [--threads 2] [--out benchmarks/results/streaming]
 
@@ -17,7 +17,9 @@ Per windowing ``W:O:L`` (window frames, overlap, look-ahead; ``DawnPipeline.stre
   and the seam ratio: frame-to-frame latent change at window boundaries over its median elsewhere
   (``dawn.streaming.seam_ratio``; goal <= 1.5).
 
-Prints a table and writes ``<out>/streaming.json`` (with the command and the machine's load).
+Every windowing runs at each of ``--steps``. Prints each row as soon as it is measured and rewrites
+``<out>/streaming.json`` (with the command and the machine's load) after every row, so a long run
+that is stopped keeps what it measured.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from talkinghead.demo import DEMO_DIR, SPEECH, demo_pipeline
 from talkinghead.eval.metrics import count_blinks
 from talkinghead.eval.synth_benchmark import _BLINK_DROP, eye_signal, mouth_opening, pearson
 from talkinghead.face.analysis import FaceState
+from talkinghead.files import atomic_write_text
 from talkinghead.media.audio import load_audio
 
 logger = logging.getLogger("benchmarks.streaming")
@@ -54,7 +57,7 @@ GOALS = {"ttff_s": 2.0, "rtf": 1.0, "mouth_corr_diff": 0.05, "blink_rate_rel_dif
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="demo", help="demo (packaged) or a model directory")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps")
+    p.add_argument("--steps", type=int, nargs="+", default=[20], help="sampler steps (each)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
     p.add_argument("--configs", nargs="+", default=["40:10:10"], metavar="W:O:L",
                    help="window frames : overlap : look-ahead")
@@ -147,47 +150,49 @@ def quality(pipe, options, stream: StreamOptions, args) -> dict[str, Any]:
     return {"clips": rows, "mean": mean}
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    cols = ["config", "ttff_s", "fps", "rtf", "peak_rss_mib", "rss_growth_mib",
-            "mouth_corr_whole", "mouth_corr_stream", "mouth_corr_diff", "blink_rate_whole",
-            "blink_rate_stream", "blink_rate_rel_diff", "seam_ratio"]  # fmt: skip
-    lines = ["  ".join(f"{c:>14}" for c in cols)]
-    for r in results:
-        flat = {"config": r["config"], **r["speed"], **r["quality"]["mean"]}
-        lines.append("  ".join(
-            f"{flat[c]:>14.3f}" if isinstance(flat.get(c), float) else f"{flat.get(c)!s:>14}"
-            for c in cols
-        ))  # fmt: skip
-    lines.append(f"goals: {GOALS}")
-    return "\n".join(lines)
+COLUMNS = ["config", "steps", "ttff_s", "fps", "rtf", "peak_rss_mib", "rss_growth_mib",
+           "mouth_corr_whole", "mouth_corr_stream", "mouth_corr_diff", "blink_rate_whole",
+           "blink_rate_stream", "blink_rate_rel_diff", "seam_ratio"]  # fmt: skip
+
+
+def table_row(result: dict[str, Any] | None = None) -> str:
+    """One line of the table: its header when ``result`` is None."""
+    if result is None:
+        return "  ".join(f"{c:>14}" for c in COLUMNS)
+    flat = {"config": result["config"], "steps": result["steps"], **result["speed"],
+            **result["quality"]["mean"]}  # fmt: skip
+    return "  ".join(
+        f"{flat[c]:>14.3f}" if isinstance(flat.get(c), float) else f"{flat.get(c)!s:>14}"
+        for c in COLUMNS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = load(args.model, args.device)
-    options = GenerateOptions(num_steps=args.steps, sampler=args.sampler, seed=args.seed,
-                              crop=False)  # fmt: skip
-    speech_portrait = None
-    results = []
-    for spec in args.configs:
-        w, o, la = (int(v) for v in spec.split(":"))
-        stream = StreamOptions(w, o, la)
-        if speech_portrait is None:
-            clip, face = held_out_clip(10_000, 1.0, pipe.modules.resolution)
-            speech_portrait = pipe.prepare(clip.frames[0], options, face=face)
-        results.append({
-            "config": spec,
-            "speed": speed(pipe, speech_portrait, options, stream, args.long_seconds),
-            "quality": quality(pipe, options, stream, args),
-        })  # fmt: skip
-    print(table(results))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"results": results, "goals": GOALS,
-               **provenance(argv, threads=args.threads,
-                            device=args.device)}  # fmt: skip
-    (out / "streaming.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    clip, face = held_out_clip(10_000, 1.0, pipe.modules.resolution)
+    results: list[dict[str, Any]] = []
+    print(f"goals: {GOALS}\n{table_row()}", flush=True)
+    for steps in args.steps:
+        options = GenerateOptions(num_steps=steps, sampler=args.sampler, seed=args.seed,
+                                  crop=False)  # fmt: skip
+        portrait = pipe.prepare(clip.frames[0], options, face=face)
+        for spec in args.configs:
+            stream = StreamOptions(*(int(v) for v in spec.split(":")))
+            logger.info("%s, %d steps: speed on %.0f s of speech", spec, steps, args.long_seconds)
+            row = {"config": spec, "steps": steps,
+                   "speed": speed(pipe, portrait, options, stream, args.long_seconds)}  # fmt: skip
+            logger.info("%s, %d steps: quality on %d clips", spec, steps, args.clips)
+            row["quality"] = quality(pipe, options, stream, args)
+            results.append(row)
+            print(table_row(row), flush=True)
+            summary = {"results": results, "goals": GOALS,
+                       **provenance(argv, threads=args.threads, device=args.device)}  # fmt: skip
+            text = json.dumps(summary, indent=2, default=float) + "\n"
+            atomic_write_text(out / "streaming.json", text)
     return 0
 
 
