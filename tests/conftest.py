@@ -67,17 +67,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-def _save_tiny_hubert(folder: Path, hidden_size: int = 8) -> Path:
-    """A random one-layer HuBERT (no download) and its processor in ``folder``.
+def write_tiny_hubert(folder: Path, hidden_size: int = 8, pos_groups: int = 2) -> Path:
+    """A seeded random one-layer HuBERT (no download) and its processor in ``folder``.
 
     The default conv kernels and strides keep HuBERT's receptive field (400 samples) and hop (320),
     so its features come at 50 Hz like hubert-large's; the global RNG is left as it was.
+    ``pos_groups`` must divide ``hidden_size`` (16 for a 1024-wide one, as hubert-large).
     """
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     config = HubertConfig(
         hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=pos_groups,
         do_stable_layer_norm=True, feat_extract_norm="layer",
     )  # fmt: skip
     with torch.random.fork_rng():
@@ -90,4 +91,4 @@ def _save_tiny_hubert(folder: Path, hidden_size: int = 8) -> Path:
 @pytest.fixture(scope="session")
 def save_tiny_hubert():
     """``save_tiny_hubert(folder, hidden_size=8)`` -> ``folder`` holding a tiny random HuBERT."""
-    return _save_tiny_hubert
+    return write_tiny_hubert

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.interpolate import interp1d
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+from transformers import HubertModel
 
 from talkinghead.media.audio import AudioError, load_audio, num_video_frames
 from talkinghead.media.audio_features import (
@@ -155,18 +155,8 @@ def test_num_video_frames_truncates() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_hubert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Default conv_kernel/conv_stride keep HuBERT's receptive field 400 and hop 320.
-    config = HubertConfig(
-        hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        conv_dim=(4,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer", do_stable_layer_norm=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_hubert")
-    HubertModel(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(folder)
-    return folder
+def tiny_hubert_dir(tmp_path_factory: pytest.TempPathFactory, save_tiny_hubert) -> Path:
+    return save_tiny_hubert(tmp_path_factory.mktemp("tiny_hubert"))
 
 
 @pytest.fixture(scope="module")

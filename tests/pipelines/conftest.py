@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from talkinghead.dawn.configs import PRESETS
 from talkinghead.dawn.weights import FACE3D_DIRNAME, save_random_model
@@ -30,32 +28,16 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     return path
 
 
-def save_tiny_hubert(folder: Path, hidden_size: int, pos_groups: int) -> Path:
-    """A seeded random one-layer HuBERT and its processor in ``folder``; the conv stack keeps
-    HuBERT's receptive field 400 and hop 320 (default kernels and strides)."""
-    config = HubertConfig(
-        hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=pos_groups,
-        do_stable_layer_norm=True, feat_extract_norm="layer",
-    )  # fmt: skip
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        hubert = HubertModel(config)
-    hubert.save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
-        do_normalize=True, sampling_rate=SAMPLE_RATE, return_attention_mask=True
-    ).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Path:
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, media_dir: Path, save_tiny_hubert
+) -> Path:
     """``<tmp>/tiny``: random tiny preset (HuBERT-conditioned), tiny HuBERT, face3d symlink."""
     out = save_random_model(
         PRESETS["tiny"], tmp_path_factory.mktemp("weights") / "tiny", audio_features="hubert"
     )
     # the tiny UNet and PBNet read 8-dim audio features
-    save_tiny_hubert(out / "hubert-large-ls960-ft", hidden_size=8, pos_groups=2)
+    save_tiny_hubert(out / "hubert-large-ls960-ft")
     (out / FACE3D_DIRNAME).symlink_to(media_dir / "face3d", target_is_directory=True)
     return out
 

@@ -19,8 +19,6 @@ from talkinghead.dawn.weights import resolve_weights
 from talkinghead.media.audio import load_audio
 from talkinghead.model_index import read_model_index
 
-from .conftest import save_tiny_hubert
-
 OFFICIAL_TEST = Path(__file__).resolve().parents[1] / "dawn" / "test_convert.py"
 
 
@@ -34,7 +32,7 @@ def official_layout_builder() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def official_dir(tmp_path_factory, golden_dir: Path, tiny_model_dir: Path) -> Path:
+def official_dir(tmp_path_factory, golden_dir: Path, tiny_model_dir: Path, save_tiny_hubert) -> Path:
     root = tmp_path_factory.mktemp("hf") / "DAWN"
     official_layout_builder().write_hf_layout(root)
     # HuBERT (1024 wide like hubert-large, one small layer) and the face assets beside the official
