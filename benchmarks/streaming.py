@@ -11,8 +11,8 @@ Per windowing ``W:O:L`` (window frames, overlap, look-ahead; ``DawnPipeline.stre
   second over the whole clip and the real-time factor (fps / 25), peak RSS of the process and its
   growth over the run (``ru_maxrss``; the first window's allocations included).
 * **Quality** on ``--clips`` held-out synthetic clips (``data.synth.synthesize_clip`` with seeds
-  ``(0, 200000 + i)``, outside the training range; the clip's first frame with its true face is the
-  portrait): mouth-opening correlation with the truth and blink rate (``eval.synth_benchmark``
+  ``(0, 200000 + i)``, outside the training range, drawn as the demo model's training set; the
+  clip's half-open-mouth frame with its true face is the portrait, as the demo's): mouth-opening correlation with the truth and blink rate (``eval.synth_benchmark``
   helpers) of the stream and of the all-at-once call with the same seed (PBNet motion in both),
   and the seam ratio: frame-to-frame latent change at window boundaries over its median elsewhere
   (``dawn.streaming.seam_ratio``; goal <= 1.5).
@@ -40,7 +40,14 @@ from provenance import provenance
 from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.dawn.streaming import StreamOptions, seam_ratio, stream_latents
-from talkinghead.demo import DEMO_DIR, SPEECH, demo_pipeline
+from talkinghead.demo import (
+    DEMO_DIR,
+    DEMO_IDENTITIES,
+    DEMO_MOUTH_SCALE,
+    DEMO_ZOOM,
+    SPEECH,
+    demo_pipeline,
+)
 from talkinghead.eval.metrics import count_blinks
 from talkinghead.eval.synth_benchmark import _BLINK_DROP, eye_signal, mouth_opening, pearson
 from talkinghead.face.analysis import FaceState
@@ -104,15 +111,22 @@ def speed(pipe, portrait, options, stream: StreamOptions, seconds: float) -> dic
 
 
 def held_out_clip(index: int, seconds: float, resolution: int):
-    from talkinghead.data.synth.clips import synthesize_clip
+    """Synthetic clip ``(0, 200000 + index)`` drawn as the demo model's training set (its people,
+    mouth size and framing), and the face of its half-open-mouth frame: the portrait (as the demo's)."""
+    from talkinghead.data.mouth_reference import reference_index
+    from talkinghead.data.synth.clips import person_seed, synthesize_clip
 
-    clip = synthesize_clip([0, 200_000 + index], seconds, resolution)
+    seed = (0, 200_000 + index)
+    person = person_seed(seed, DEMO_IDENTITIES)
+    clip = synthesize_clip(list(seed), seconds, resolution, zoom=DEMO_ZOOM,
+                           style_seed=list(person), mouth_scale=DEMO_MOUTH_SCALE)  # fmt: skip
+    ref = reference_index(clip.mouth_open, clip.blink)
     h, w = clip.frames.shape[1:3]
-    x0, x1, y0, y1 = (float(v) for v in clip.bbox[0][:4])
-    face = FaceState(box=np.array([x0, y0, x1, y1, 1.0]), pose=clip.pose[0], eye=clip.eye[0],
+    x0, x1, y0, y1 = (float(v) for v in clip.bbox[ref][:4])
+    face = FaceState(box=np.array([x0, y0, x1, y1, 1.0]), pose=clip.pose[ref], eye=clip.eye[ref],
                      bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64), crop_box=(0, 0, w, h),
                      detector="ground truth")  # fmt: skip
-    return clip, face
+    return clip, clip.frames[ref], face
 
 
 def scores(frames: np.ndarray, clip) -> tuple[float, float]:
@@ -126,8 +140,8 @@ def scores(frames: np.ndarray, clip) -> tuple[float, float]:
 def quality(pipe, options, stream: StreamOptions, args) -> dict[str, Any]:
     rows = []
     for i in range(args.clips):
-        clip, face = held_out_clip(i, args.clip_seconds, pipe.modules.resolution)
-        portrait = pipe.prepare(clip.frames[0], options, face=face)
+        clip, image, face = held_out_clip(i, args.clip_seconds, pipe.modules.resolution)
+        portrait = pipe.prepare(image, options, face=face)
         opts = GenerateOptions(**{**options.__dict__, "seed": args.seed + i})
         whole = np.concatenate(list(pipe(portrait, clip.audio, opts).frames))
         gen = torch.Generator(device=pipe.device).manual_seed(args.seed + i)
@@ -173,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load(args.model, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clip, face = held_out_clip(10_000, 1.0, pipe.modules.resolution)
+    _, image, face = held_out_clip(10_000, 1.0, pipe.modules.resolution)
     results: list[dict[str, Any]] = []
     print(f"goals: {GOALS}\n{table_row()}", flush=True)
     for steps in args.steps:
         options = GenerateOptions(num_steps=steps, sampler=args.sampler, seed=args.seed,
                                   crop=False)  # fmt: skip
-        portrait = pipe.prepare(clip.frames[0], options, face=face)
+        portrait = pipe.prepare(image, options, face=face)
         for spec in args.configs:
             stream = StreamOptions(*(int(v) for v in spec.split(":")))
             logger.info("%s, %d steps: speed on %.0f s of speech", spec, steps, args.long_seconds)
