@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from talkinghead.data.layout import ClipReader
 from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.modules import load_dawn_modules
 from talkinghead.dawn.motion import Motion
@@ -21,6 +22,7 @@ from talkinghead.dawn.training.export import load_trained
 from talkinghead.diffusion.distillation import progressive_grid
 from talkinghead.diffusion.samplers import ddim_sample
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
+from talkinghead.eval.synth_benchmark import ground_truth_face
 from talkinghead.model_index import INDEX_FILE
 from talkinghead.train import TrainConfig, export_run, run_stage
 
@@ -95,20 +97,9 @@ def test_one_student_step_reproduces_two_teacher_steps(teacher_dir: Path) -> Non
 
 
 def _portrait(pipe: DawnPipeline, synth_data: Path) -> Portrait:
-    from talkinghead.data.layout import ClipReader
-    from talkinghead.face.analysis import FaceState
-
     clip = ClipReader(synth_data / "clips" / "000000")
-    x0, x1, y0, y1, h, w = np.array(clip.array("bbox")[0])
-    face = FaceState(
-        box=np.array([x0, y0, x1, y1, 1.0]),
-        pose=np.zeros(6),
-        eye=np.zeros(2),
-        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
-        crop_box=(0, 0, w, h),
-        detector="ground truth",
-    )
-    return pipe.prepare(np.array(clip.frames[0]), GenerateOptions(crop=False), face=face)
+    options = GenerateOptions(crop=False)
+    return pipe.prepare(np.array(clip.frames[0]), options, face=ground_truth_face(clip))
 
 
 def test_export_samples_its_steps_by_default(

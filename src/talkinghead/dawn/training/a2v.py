@@ -23,6 +23,7 @@ Left out: the official ColorJitter on the frames and AMP fp16 (bf16 autocast is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch.utils.data import default_collate
 
 from talkinghead.checkpoints import config_to_dict
 from talkinghead.data.datasets import A2VClipDataset
-from talkinghead.dawn.configs import DiffusionConfig, FaceLocConfig
+from talkinghead.dawn.configs import DawnConfig, DiffusionConfig, FaceLocConfig
 from talkinghead.dawn.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.dawn.models.flow_autoencoder import FlowAutoencoder
 from talkinghead.dawn.models.unet3d import UNet3D
@@ -223,24 +224,43 @@ def build_task(cfg: TrainConfig) -> Task:
     with seeded(cfg.seed):
         unet = UNet3D(unet_cfg)
     nets = A2VNetworks(unet, face_location_encoder(unet_cfg.face_loc_channels, 1234))
+    info = {"audio_features": audio_kind, "lfg": str(cfg.lfg)}
+    return clip_task(cfg, nets, lfg, dawn, info, sample_steps=cfg.sample_steps, eta=1.0)
+
+
+def clip_task(
+    cfg: TrainConfig,
+    nets: A2VNetworks,
+    lfg: FlowAutoencoder,
+    dawn: DawnConfig,
+    info: dict,
+    *,
+    sample_steps: int,
+    eta: float,
+    wrap: Callable[[A2VObjective], nn.Module] = lambda objective: objective,
+) -> Task:
+    """The ``Task`` of a stage that trains ``nets.unet`` on A2V clips (``a2v``, ``a2v-distill``).
+
+    Args:
+        nets: the networks (``init_from`` replaces their weights by that run's EMA ones).
+        lfg: the frozen LFG of the ground-truth latents.
+        dawn: the architecture (saved with the checkpoints, with ``info``: ``audio_features``,
+            ``lfg`` and what else the stage records).
+        sample_steps, eta: the DDIM sampling of the previews.
+        wrap: turns the ``A2VObjective`` into the stage's objective.
+    """
     if cfg.init_from:
-        init = load_checkpoint(cfg.init_from)["ema"]
-        nets.load_state_dict(init)
+        nets.load_state_dict(load_checkpoint(cfg.init_from)["ema"])
     dataset = clip_dataset(cfg)
     objective = A2VObjective(nets, lfg, cfg, dawn.diffusion)
     fixed = default_collate([dataset[0]])
     return Task(
         model=nets,
-        objective=objective,
+        objective=wrap(objective),
         dataset=dataset,
-        model_config={
-            "dawn": config_to_dict(dawn),
-            "networks": ["unet", "face_loc"],
-            "audio_features": audio_kind,
-            "lfg": str(cfg.lfg),
-        },
+        model_config={"dawn": config_to_dict(dawn), "networks": ["unet", "face_loc"], **info},
         collate_fn=default_collate,
-        preview=preview_samples(objective, fixed, cfg, cfg.sample_steps, eta=1.0),
+        preview=preview_samples(objective, fixed, cfg, sample_steps, eta),
     )
 
 

@@ -37,9 +37,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import default_collate
 
-from talkinghead.checkpoints import config_from_dict, config_to_dict
+from talkinghead.checkpoints import config_from_dict
 from talkinghead.dawn.configs import DawnConfig, DiffusionConfig
 from talkinghead.dawn.models.face_location import FaceLocationEncoder
 from talkinghead.dawn.models.unet3d import UNet3D
@@ -259,27 +258,22 @@ def build_task(cfg: TrainConfig) -> Task:
     dawn = replace(dawn, flow_ae=lfg_cfg, unet=unet_cfg, diffusion=teacher.diffusion)
     student = copy.deepcopy(teacher.unet).requires_grad_(True).train()
     nets = a2v.A2VNetworks(student, teacher.face_loc)
-    if cfg.init_from:
-        nets.load_state_dict(load_checkpoint(cfg.init_from)["ema"])
-    dataset = a2v.clip_dataset(cfg)
-    a2v_objective = a2v.A2VObjective(nets, lfg, cfg, dawn.diffusion)
-    objective = DistillObjective(a2v_objective, teacher.unet, steps)
     logger.info("distilling %s into a %d-step student", cfg.teacher, steps)
-    fixed = default_collate([dataset[0]])
-    return Task(
-        model=nets,
-        objective=objective,
-        dataset=dataset,
-        model_config={
-            "dawn": config_to_dict(dawn),
-            "networks": ["unet", "face_loc"],
-            "audio_features": audio_kind,
-            "lfg": teacher.lfg,
-            "teacher": str(cfg.teacher),
-            "distilled_steps": steps,
-        },
-        collate_fn=default_collate,
-        preview=a2v.preview_samples(a2v_objective, fixed, cfg, steps, eta=0.0),
+    info = {
+        "audio_features": audio_kind,
+        "lfg": teacher.lfg,
+        "teacher": str(cfg.teacher),
+        "distilled_steps": steps,
+    }
+    return a2v.clip_task(
+        cfg,
+        nets,
+        lfg,
+        dawn,
+        info,
+        sample_steps=steps,
+        eta=0.0,
+        wrap=lambda objective: DistillObjective(objective, teacher.unet, steps),
     )
 
 
