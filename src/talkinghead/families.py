@@ -61,6 +61,7 @@ FAMILIES: dict[str, Family] = {
                 "lfg": "talkinghead.dawn.training.lfg",
                 "pbnet": "talkinghead.dawn.training.pbnet",
                 "a2v": "talkinghead.dawn.training.a2v",
+                "a2v-distill": "talkinghead.dawn.training.distill",
             },
             components={
                 "FlowAEConfig": (

@@ -38,12 +38,12 @@ def _stop_at(step: int):
     return hook
 
 
-@pytest.mark.parametrize("stage", ["pbnet", "a2v"])
+@pytest.mark.parametrize("stage", ["pbnet", "a2v", "a2v-distill"])
 def test_resume_gives_the_uninterrupted_losses(
     stage: str, synth_data: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     extra: dict = {"grad_accum": 2, "clip_frames": 16}  # PBNet: dropout + reparameterisation
-    if stage == "a2v":
+    if stage in ("a2v", "a2v-distill"):
         lfg = tmp_path / "lfg"
         run_stage(_cfg("lfg", synth_data, lfg, steps=1))
         # stage 2: random lengths, random references, noise, timesteps and condition dropout
@@ -54,6 +54,9 @@ def test_resume_gives_the_uninterrupted_losses(
             "lfg": str(lfg),
             "null_cond_prob": 0.5,
         }
+    if stage == "a2v-distill":  # + the student's steps; the teacher's two DDIM steps
+        run_stage(_cfg("a2v", synth_data, tmp_path / "teacher", steps=1, **extra))
+        extra = {**extra, "lfg": None, "teacher": str(tmp_path / "teacher"), "student_steps": 3}
     full = run_stage(_cfg(stage, synth_data, tmp_path / "full", **extra)).losses
     cut = _cfg(stage, synth_data, tmp_path / "cut", **extra)
     with pytest.raises(KeyboardInterrupt):
@@ -114,7 +117,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, stage: st
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("stage", ["pbnet", "a2v"])
+@pytest.mark.parametrize("stage", ["pbnet", "a2v", "a2v-distill"])
 def test_ddp_two_processes_on_gloo(stage: str, synth_data: Path, tmp_path: Path) -> None:
     # a2v: the UNet has official layers its forward never uses; DDP must still step
     if stage == "a2v":

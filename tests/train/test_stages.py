@@ -27,7 +27,7 @@ from talkinghead.dawn.training.losses import (
     region_separation,
 )
 from talkinghead.dawn.weights import resolve_weights
-from talkinghead.face.analysis import FaceState
+from talkinghead.eval.synth_benchmark import ground_truth_face
 from talkinghead.train import TrainConfig, export_run, run_stage
 from talkinghead.train.config import STAGE_DEFAULTS
 from talkinghead.train.loop import CHECKPOINT, LOG_FILE, load_checkpoint
@@ -273,18 +273,8 @@ def test_export_runs_in_pipeline(synth_data, lfg_run, pose_run, a2v_run, tmp_pat
     )
     clip = ClipReader(synth_data / "clips" / "000000")
     f = 6
-    first = np.array(clip.frames[0])
-    x0, x1, y0, y1, h, w = np.array(clip.array("bbox")[0])
-    face = FaceState(
-        box=np.array([x0, y0, x1, y1, 1.0]),
-        pose=np.zeros(6),
-        eye=np.zeros(2),
-        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
-        crop_box=(0, 0, w, h),
-        detector="ground truth",
-    )
     options = GenerateOptions(num_steps=2, crop=False)
-    portrait = pipe.prepare(first, options, face=face)
+    portrait = pipe.prepare(np.array(clip.frames[0]), options, face=ground_truth_face(clip))
     audio = pipe.audio_condition(clip.audio()[: f * 640], f)
     zeros = np.zeros((f, 6), np.float32)
     motion = Motion(zeros, zeros[:, :2], zeros, zeros[:, :2])

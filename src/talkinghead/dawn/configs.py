@@ -10,7 +10,7 @@ Glossary: FlowAutoencoder = LFG (latent flow generator, paper Sec. 3.1); PoseBli
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 
@@ -200,6 +200,8 @@ class FaceLocConfig:
 
 
 SAMPLERS = ("ddim", "dpmpp-2m")  # the samplers DAWN can run (diffusion/samplers.py)
+OFFICIAL_NUM_STEPS = 20  # DDIM steps of the official sampler (GenerateOptions.num_steps=None)
+OFFICIAL_ETA = 1.0  # its stochasticity (GenerateOptions.eta=None)
 
 
 @dataclass(frozen=True)
@@ -208,8 +210,10 @@ class GenerateOptions:
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"sampler": SAMPLERS}
 
-    num_steps: int = 20  # DDIM steps (official: 20)
-    eta: float = 1.0  # DDIM stochasticity (official: 1.0)
+    # DDIM steps; None: the model's (official: 20; a step-distilled model: the N it learned)
+    num_steps: int | None = None
+    # DDIM stochasticity; None: the model's (official: 1.0; a step-distilled model: 0)
+    eta: float | None = None
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = off (official)
     window: int | None = None  # temporal attention half-width; None = the model's (40)
     seed: int | None = None  # None draws a fresh seed (reported in the result)
@@ -227,3 +231,15 @@ class GenerateOptions:
     # torch.compile the UNet (inductor): the first call per clip length compiles (minutes on
     # CPU), so it pays off on long or repeated clips; falls back to eager with a warning
     compile: bool = False
+
+    def for_model(self, distilled_steps: int | None = None) -> GenerateOptions:
+        """A copy with ``num_steps`` / ``eta`` left None set to the model's: the official 20 and
+        1.0, or the N deterministic steps a UNet was distilled for (``dawn/training/distill.py``).
+        """
+        steps = OFFICIAL_NUM_STEPS if distilled_steps is None else distilled_steps
+        eta = OFFICIAL_ETA if distilled_steps is None else 0.0
+        return replace(
+            self,
+            num_steps=steps if self.num_steps is None else self.num_steps,
+            eta=eta if self.eta is None else self.eta,
+        )

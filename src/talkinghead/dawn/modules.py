@@ -4,6 +4,7 @@ A DAWN model directory::
 
     dawn-128/
       model_index.json   family "dawn", audio features, {"resolution": 128, "diffusion": {...}}
+                         (+ "distilled_steps": N when unet is a step-distilled student)
       flow_ae/  config.json  model.safetensors     LFG (FlowAutoencoder)
       pose/     config.json  model.safetensors     PBNet pose net (PoseBlinkCVAE, motion_dim=6)
       blink/    config.json  model.safetensors     PBNet blink net (PoseBlinkCVAE, motion_dim=2)
@@ -34,6 +35,8 @@ from talkinghead.model_index import ModelIndex, read_model_index, write_model_in
 FAMILY = "dawn"
 COMPONENTS: tuple[str, ...] = ("flow_ae", "pose", "blink", "unet", "face_loc")
 CONVERT_HINT = FETCH_HINT + " and `talkinghead convert official`"
+# index config entry: the unet is a student distilled for N DDIM steps (dawn/training/distill.py)
+DISTILLED_STEPS = "distilled_steps"
 
 
 @dataclass
@@ -46,37 +49,59 @@ class DawnModules:
     blink: nn.Module  # PBNet blink net
     unet: nn.Module  # A2V-FDM denoiser
     face_loc: nn.Module  # face-location encoder
+    distilled_steps: int | None = None  # unet is a student distilled for N DDIM steps (index)
 
     def as_dict(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in COMPONENTS}
 
 
 def dawn_index(
-    resolution: int, audio_features: str, diffusion: DiffusionConfig | None = None
+    resolution: int,
+    audio_features: str,
+    diffusion: DiffusionConfig | None = None,
+    distilled_steps: int | None = None,
 ) -> ModelIndex:
-    """The ``model_index.json`` record of a DAWN directory."""
+    """The ``model_index.json`` record of a DAWN directory (``distilled_steps``: see
+    ``DISTILLED_STEPS``; None = the UNet samples at any step count)."""
+    config = {
+        "resolution": int(resolution),
+        "diffusion": config_to_dict(diffusion or DiffusionConfig()),
+    }
+    if distilled_steps is not None:
+        config[DISTILLED_STEPS] = int(distilled_steps)
     return ModelIndex(
         family=FAMILY,
         components={name: name for name in COMPONENTS},
         audio_features=audio_features,
-        config={
-            "resolution": int(resolution),
-            "diffusion": config_to_dict(diffusion or DiffusionConfig()),
-        },
+        config=config,
     )
 
 
 def write_dawn_index(
-    directory: str | Path, resolution: int, audio_features: str,
+    directory: str | Path,
+    resolution: int,
+    audio_features: str,
     diffusion: DiffusionConfig | None = None,
+    distilled_steps: int | None = None,
 ) -> Path:
     """Write the index of a DAWN directory whose components are already in place."""
-    return write_model_index(directory, dawn_index(resolution, audio_features, diffusion))
+    index = dawn_index(resolution, audio_features, diffusion, distilled_steps)
+    return write_model_index(directory, index)
 
 
 def diffusion_config(index: ModelIndex) -> DiffusionConfig:
     """The diffusion settings a DAWN index records (official defaults for legacy directories)."""
     return config_from_dict(DiffusionConfig, index.config.get("diffusion", {}))
+
+
+def distilled_steps(index: ModelIndex) -> int | None:
+    """The DDIM steps the directory's UNet was distilled for, None for an ordinary one."""
+    steps = index.config.get(DISTILLED_STEPS)
+    if steps is None:
+        return None
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"{DISTILLED_STEPS}={steps!r} in the model index must be an int >= 1")
+    return steps
 
 
 def load_dawn_modules(
@@ -97,4 +122,8 @@ def load_dawn_modules(
     modules = {
         c: load_component(path / folders[c], device=device, dtype=dtype) for c in COMPONENTS
     }
-    return DawnModules(resolution=int(index.config["resolution"]), **modules)
+    return DawnModules(
+        resolution=int(index.config["resolution"]),
+        distilled_steps=distilled_steps(index),
+        **modules,
+    )

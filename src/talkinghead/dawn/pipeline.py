@@ -268,6 +268,7 @@ class DawnPipeline(DawnStreaming, TalkingHeadPipeline):
         """
         if options.sampler not in SAMPLERS:
             raise ValueError(f"sampler={options.sampler!r} must be one of {', '.join(SAMPLERS)}")
+        options = self.with_model_defaults(options)
         unet = self.modules.unet
         source_emb = portrait.source_emb
         if portrait.faithful != options.faithful:
@@ -374,13 +375,21 @@ class DawnPipeline(DawnStreaming, TalkingHeadPipeline):
             for batch in frames
         )
 
+    def with_model_defaults(self, options: GenerateOptions) -> GenerateOptions:
+        """``options.for_model``: what is left unset follows the model (a distilled UNet: logged)."""
+        out = options.for_model(steps := self.modules.distilled_steps)
+        if steps is not None and out != options:
+            msg = "the UNet was distilled for %d deterministic DDIM steps: sampling %d at eta %g"
+            logger.info(msg, steps, out.num_steps, out.eta)
+        return out
+
     def seeded(
         self, options: GenerateOptions | None, generator: torch.Generator | None
     ) -> tuple[GenerateOptions, torch.Generator]:
-        """The call's options, checked, with the seed that reproduces it, and the generator to draw
-        from (``pipelines.base.seeded_generator``)."""
-        options = options or GenerateOptions()
-        if options.num_steps < 1:
+        """The call's options, checked and completed (``with_model_defaults``), with the seed that
+        reproduces it, and the generator to draw from (``pipelines.base.seeded_generator``)."""
+        options = self.with_model_defaults(options or GenerateOptions())
+        if options.num_steps < 1:  # type: ignore[operator]
             raise ValueError(f"num_steps={options.num_steps} must be >= 1")
         seed, generator = self.seeded_generator(options.seed, generator, self.device)
         return replace(options, seed=seed), generator

@@ -217,6 +217,7 @@ def ddim_sample(
     callback: Callable[[DDIMStep], None] | None = None,
     progress: bool = False,
     constrain: ConstrainFn | None = None,
+    land_clean: bool = True,
 ) -> Tensor:
     """DDIM sampling with dynamic thresholding (official A2V-FDM sampler, see the module docstring).
 
@@ -243,6 +244,9 @@ def ddim_sample(
         progress: show a tqdm bar.
         constrain: ``(x, t) -> x`` applied to the state before every denoiser call (inpainting:
             known frames re-noised to step t's level); None = unconstrained.
+        land_clean: correct mode: the last step lands on clean data (ᾱ' = 1); False stops it at
+            ᾱ of its ``t_next``, so ``timesteps`` may be a segment of a longer grid (the teacher's
+            two steps in ``dawn/training/distill.py``). ``t_next < 0`` always lands on clean data.
 
     Returns:
         x: (B, C, F, H, W) the final sample.
@@ -267,7 +271,7 @@ def ddim_sample(
 
     steps = list(timesteps)
     for i, (t, t_next) in enumerate(tqdm(steps, disable=not progress, desc="DDIM")):
-        final = i == len(steps) - 1 or t_next < 0
+        final = (land_clean and i == len(steps) - 1) or t_next < 0
         if faithful:
             a, a_next = ab_prev[t], ab_prev[t_next]
             add_noise = t_next > 0

@@ -37,7 +37,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -47,11 +47,15 @@ from torch import Tensor
 from talkinghead.data.synth.style import FaceStyle
 from talkinghead.eval.metrics import count_blinks, psnr
 
+if TYPE_CHECKING:
+    from talkinghead.face.analysis import FaceState
+
 __all__ = [
     "SynthBenchOptions",
     "blink_onsets",
     "eye_signal",
     "format_table",
+    "ground_truth_face",
     "lfg_psnr",
     "lfg_reconstruction",
     "lfg_scores",
@@ -224,6 +228,23 @@ def _to_uint8(video: Tensor, size: int) -> np.ndarray:
     return _resize(frames, size)
 
 
+def ground_truth_face(reader: Any, ref: int = 0) -> FaceState:
+    """The ``FaceState`` of a synthetic clip's frame ``ref`` from the renderer's ground truth (box,
+    pose and eyes; no detector): ``pipe.prepare(frame, options, face=...)`` without a crop."""
+    from talkinghead.face.analysis import FaceState
+
+    h, w = np.asarray(reader.frames[ref]).shape[:2]
+    x0, x1, y0, y1 = np.asarray(reader.array("bbox")[ref][:4], np.float64)
+    return FaceState(
+        box=np.array([x0, y0, x1, y1, 1.0]),
+        pose=np.array(reader.array("pose")[ref]),
+        eye=np.array(reader.array("eye")[ref]),
+        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
+        crop_box=(0, 0, w, h),
+        detector="ground truth",
+    )
+
+
 def _generate(
     pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool, ref: int = 0
 ) -> np.ndarray:
@@ -233,20 +254,10 @@ def _generate(
     ``pbnet=False``, the clip's true pose and eye tracks.
     """
     from talkinghead.dawn.configs import GenerateOptions
-    from talkinghead.face.analysis import FaceState
 
     source = np.asarray(reader.frames[ref])
-    h, w = source.shape[:2]
     pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
-    x0, x1, y0, y1 = np.asarray(reader.array("bbox")[ref][:4], np.float64)
-    face = FaceState(
-        box=np.array([x0, y0, x1, y1, 1.0]),
-        pose=pose[ref],
-        eye=eye[ref],
-        bbox_crop=np.array([x0, x1, y0, y1, h, w], np.int64),
-        crop_box=(0, 0, w, h),
-        detector="ground truth",
-    )
+    face = ground_truth_face(reader, ref)
     gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed, crop=False)
     portrait = pipe.prepare(source, gen_opts, face=face)
     feats = pipe.audio_condition(reader.audio(), reader.num_frames)

@@ -99,8 +99,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_batch(sub: argparse._SubParsersAction) -> None:
-    from talkinghead.dawn.configs import GenerateOptions as G
-
     p = sub.add_parser("batch", help="many generations from a CSV/JSONL list (resumable)")
     p.add_argument(
         "jobs",
@@ -113,7 +111,7 @@ def add_batch(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=None,
-        help=f"num_steps for rows that set none (default {G.num_steps})",
+        help="num_steps for rows that set none (default: the model's)",
     )
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"

@@ -66,8 +66,9 @@ def _offline_theme() -> gr.themes.Base:
 def build_page(service: JobService) -> gr.Blocks:
     default = service.config.models[0]
     spec = service.specs[default]
+    # a family whose num_steps defaults to None (the model's, e.g. DAWN) starts the slider at 20
     steps_default = int(
-        spec.defaults.get("num_steps", getattr(spec.options_class, "num_steps", 20))
+        spec.defaults.get("num_steps") or getattr(spec.options_class, "num_steps", None) or 20
     )
     with gr.Blocks(title="talkinghead", analytics_enabled=False) as page:
         gr.Markdown(

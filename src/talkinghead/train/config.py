@@ -52,6 +52,16 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
         "grad_clip": 2.0,
         "clip_frames": 20,
     },
+    # A2V-FDM step distillation (dawn/training/distill.py), not official: a2v's optimiser and
+    # clips at half its learning rate, since the student starts from the trained teacher
+    "a2v-distill": {
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "betas": (0.9, 0.99),
+        "batch_size": 20,
+        "grad_clip": 2.0,
+        "clip_frames": 20,
+    },
     # DiffTalk (difftalk_spec.md §4.3): AdamW at LDM's scaled lr (1e-6 x 8 GPUs x batch 8),
     # Lightning's gradient_clip_val 0.1 (a norm), one frame per item
     "difftalk": {
@@ -82,6 +92,7 @@ GENERIC_DEFAULTS: dict[str, Any] = {
     "clip_frames": 1,
 }
 A2V_STAGE2 = {"batch_size": 40, "clip_frames": 40}  # curriculum stage 2 overrides (spec §5.3)
+A2V_STAGES = ("a2v", "a2v-distill")  # the stages that train an A2V-FDM UNet on clips
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,12 @@ class TrainConfig:
     flow_loss_weight: float = 0.15  # weight of the x0 flow/occlusion loss
     mouth_loss_weight: float = 0.15  # weight of the mouth-region eps loss
     sample_steps: int = 10  # DDIM steps of the preview samples
+    # A2V-FDM step distillation (a2v-distill; the LFG, face-location encoder and data width are
+    # the teacher's)
+    teacher: str | None = None  # frozen teacher: a DAWN model dir or an a2v / a2v-distill run dir
+    # DDIM steps the student learns (the teacher takes 2 per student step); None: (M - 1) / 2 for
+    # a teacher distilled for M steps, so rounds go 15 -> 7 -> 3 -> 1
+    student_steps: int | None = None
     # DiffTalk (difftalk_spec.md §4)
     first_stage: str | None = None  # frozen VQ first stage: a DiffTalk model dir or its folder
     # Diffused Heads (diffusedheads_spec.md §4)
@@ -171,18 +188,20 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} must be one of {', '.join(allowed)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.student_steps is not None and self.student_steps < 1:
+            raise ValueError(f"student_steps={self.student_steps} must be >= 1")
         if min(self.log_every, self.ckpt_every) < 1 or self.sample_every < 0:
             raise ValueError("log_every and ckpt_every must be >= 1, sample_every >= 0")
 
     def resolve(self) -> TrainConfig:
         """A copy with every ``None`` stage default filled in (idempotent)."""
         defaults = dict(STAGE_DEFAULTS.get(self.stage, GENERIC_DEFAULTS))
-        if self.stage == "a2v" and self.curriculum == 2:
+        if self.stage in A2V_STAGES and self.curriculum == 2:
             defaults.update(A2V_STAGE2)
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **filled)
         if (
-            out.stage == "a2v"
+            out.stage in A2V_STAGES
             and out.curriculum == 2
             and not 1 <= out.min_frames <= out.clip_frames
         ):

@@ -23,6 +23,7 @@ Left out: the official ColorJitter on the frames and AMP fp16 (bf16 autocast is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch.utils.data import default_collate
 
 from talkinghead.checkpoints import config_to_dict
 from talkinghead.data.datasets import A2VClipDataset
-from talkinghead.dawn.configs import DiffusionConfig, FaceLocConfig
+from talkinghead.dawn.configs import DawnConfig, DiffusionConfig, FaceLocConfig
 from talkinghead.dawn.models.face_location import FaceLocationEncoder, bbox_mask
 from talkinghead.dawn.models.flow_autoencoder import FlowAutoencoder
 from talkinghead.dawn.models.unet3d import UNet3D
@@ -180,9 +181,13 @@ class A2VObjective(nn.Module):
         }
 
 
-def _preview(objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig):
+def preview_samples(
+    objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig, steps: int, eta: float
+):
+    """The loop's ``preview``: ``samples/<stage>_<step>.png``, ground-truth frames above frames
+    decoded from a ``steps``-step DDIM sample (``eta``) of the EMA UNet."""
+
     def preview(ema: nn.Module, step: int, out_dir: Path) -> None:
-        # rows: ground-truth frames, frames decoded from a DDIM sample of the EMA UNet
         dev = next(ema.parameters()).device
         batch = {k: v[:1].to(dev) for k, v in fixed.items() if isinstance(v, Tensor)}
         source, cond = objective.source_and_cond(batch, ema.face_loc)
@@ -191,8 +196,9 @@ def _preview(objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig
         latents = ddim_sample(
             lambda x, t: ema.unet(x, t, cond, source_emb=emb, window=f),
             (1, 3, f, *source.shape[-2:]),
-            ddim_timesteps(cfg.sample_steps),
+            ddim_timesteps(steps),
             objective.alphas_cumprod,
+            eta=eta,
             generator=torch.Generator(dev).manual_seed(cfg.seed),
             threshold_quantile=objective.diffusion.threshold_quantile,
             device=dev,
@@ -201,7 +207,7 @@ def _preview(objective: A2VObjective, fixed: dict[str, Tensor], cfg: TrainConfig
         occ = rearrange((latents[0, 2:] + 1) / 2, "c f h w -> f c h w")
         frames = objective.lfg.decode(batch["source"], flow, occ)["prediction"]
         gt = rearrange(batch["frames"][0], "c f h w -> f c h w")
-        write_image_rows(out_dir / f"a2v_{step:07d}.png", [gt[:8], frames[:8]])
+        write_image_rows(out_dir / f"{cfg.stage}_{step:07d}.png", [gt[:8], frames[:8]])
 
     return preview
 
@@ -218,31 +224,56 @@ def build_task(cfg: TrainConfig) -> Task:
     with seeded(cfg.seed):
         unet = UNet3D(unet_cfg)
     nets = A2VNetworks(unet, face_location_encoder(unet_cfg.face_loc_channels, 1234))
+    info = {"audio_features": audio_kind, "lfg": str(cfg.lfg)}
+    return clip_task(cfg, nets, lfg, dawn, info, sample_steps=cfg.sample_steps, eta=1.0)
+
+
+def clip_task(
+    cfg: TrainConfig,
+    nets: A2VNetworks,
+    lfg: FlowAutoencoder,
+    dawn: DawnConfig,
+    info: dict,
+    *,
+    sample_steps: int,
+    eta: float,
+    wrap: Callable[[A2VObjective], nn.Module] = lambda objective: objective,
+) -> Task:
+    """The ``Task`` of a stage that trains ``nets.unet`` on A2V clips (``a2v``, ``a2v-distill``).
+
+    Args:
+        nets: the networks (``init_from`` replaces their weights by that run's EMA ones).
+        lfg: the frozen LFG of the ground-truth latents.
+        dawn: the architecture (saved with the checkpoints, with ``info``: ``audio_features``,
+            ``lfg`` and what else the stage records).
+        sample_steps, eta: the DDIM sampling of the previews.
+        wrap: turns the ``A2VObjective`` into the stage's objective.
+    """
     if cfg.init_from:
-        init = load_checkpoint(cfg.init_from)["ema"]
-        nets.load_state_dict(init)
-    dataset = A2VClipDataset(
+        nets.load_state_dict(load_checkpoint(cfg.init_from)["ema"])
+    dataset = clip_dataset(cfg)
+    objective = A2VObjective(nets, lfg, cfg, dawn.diffusion)
+    fixed = default_collate([dataset[0]])
+    return Task(
+        model=nets,
+        objective=wrap(objective),
+        dataset=dataset,
+        model_config={"dawn": config_to_dict(dawn), "networks": ["unet", "face_loc"], **info},
+        collate_fn=default_collate,
+        preview=preview_samples(objective, fixed, cfg, sample_steps, eta),
+    )
+
+
+def clip_dataset(cfg: TrainConfig) -> A2VClipDataset:
+    """The training clips of ``cfg``: its length, the curriculum's (or ``a2v_reference``'s)
+    reference frame."""
+    return A2VClipDataset(
         cfg.data,
         "train",
         num_frames=cfg.clip_frames,
         reference=cfg.a2v_reference or ("first" if cfg.curriculum == 1 else "random"),
         seed=cfg.seed,
         num_repeats=cfg.num_repeats,
-    )
-    objective = A2VObjective(nets, lfg, cfg, dawn.diffusion)
-    fixed = default_collate([dataset[0]])
-    return Task(
-        model=nets,
-        objective=objective,
-        dataset=dataset,
-        model_config={
-            "dawn": config_to_dict(dawn),
-            "networks": ["unet", "face_loc"],
-            "audio_features": audio_kind,
-            "lfg": str(cfg.lfg),
-        },
-        collate_fn=default_collate,
-        preview=_preview(objective, fixed, cfg),
     )
 
 
@@ -252,21 +283,31 @@ def train_a2v(cfg: TrainConfig, *, resume: bool = False, hooks=()) -> TrainResul
     return train(cfg, build_task(cfg), resume=resume, hooks=hooks)
 
 
-def export(run_dir: str | Path, model_dir: str | Path) -> list[Path]:
-    """Write ``unet`` (EMA), ``face_loc`` and the LFG it was trained with into ``model_dir``."""
-    ckpt = load_checkpoint(run_dir)
-    mc = ckpt["model_config"]
-    unet, unet_cfg = load_trained(run_dir, "unet")
+def checkpoint_face_loc(ckpt: dict, channels: int) -> FaceLocationEncoder:
+    """The face-location encoder an A2V checkpoint trained its UNet with (from its EMA state)."""
     sd = {
         k.removeprefix("face_loc."): v for k, v in ckpt["ema"].items() if k.startswith("face_loc.")
     }
-    face_loc = FaceLocationEncoder(FaceLocConfig(out_channels=unet_cfg.face_loc_channels))
+    face_loc = FaceLocationEncoder(FaceLocConfig(out_channels=channels))
     face_loc.load_state_dict(sd)
+    return face_loc
+
+
+def export(run_dir: str | Path, model_dir: str | Path) -> list[Path]:
+    """Write ``unet`` (EMA), ``face_loc`` and the LFG it was trained with into ``model_dir``; a
+    distillation run's UNet is recorded as distilled for its student steps (``distill.py``)."""
+    ckpt = load_checkpoint(run_dir)
+    mc = ckpt["model_config"]
+    unet, unet_cfg = load_trained(run_dir, "unet")
+    face_loc = checkpoint_face_loc(ckpt, unet_cfg.face_loc_channels)
     lfg, lfg_cfg = load_trained(mc["lfg"], "flow_ae")
     common = {"resolution": int(mc["dawn"]["resolution"]), "audio_features": mc["audio_features"]}
     source = f"{run_dir} step {ckpt['step']} (EMA)"
+    distilled = mc.get("distilled_steps")
     return [
-        export_component(model_dir, "unet", unet, unet_cfg, source=source, **common),
+        export_component(
+            model_dir, "unet", unet, unet_cfg, source=source, distilled_for=distilled, **common
+        ),
         export_component(
             model_dir,
             "face_loc",

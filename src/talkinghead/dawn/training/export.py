@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from talkinghead import checkpoints
 from talkinghead.checkpoints import config_from_dict
 from talkinghead.dawn.configs import DawnConfig
-from talkinghead.dawn.modules import write_dawn_index
+from talkinghead.dawn.modules import distilled_steps, write_dawn_index
 from talkinghead.model_index import has_model_index, read_model_index
 from talkinghead.train.loop import CHECKPOINT, load_checkpoint
 
@@ -62,14 +62,19 @@ def export_component(
     resolution: int,
     audio_features: str,
     source: str,
+    distilled_for: int | None = None,
 ) -> Path:
     """Write one component into a DAWN model directory and create/update its index.
 
     Components already there are kept, so the three stages can export into the same folder; an
-    index of another resolution or audio-feature kind is an error.
+    index of another resolution or audio-feature kind is an error. The index's ``distilled_steps``
+    belongs to the UNet: writing a ``unet`` sets it to ``distilled_for`` (None: an ordinary UNet),
+    writing any other component keeps it.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    if component != "unet" and distilled_for is not None:
+        raise ValueError(f"distilled_for describes a unet, not {component!r}")
     if has_model_index(model_dir):
         old = read_model_index(model_dir)
         old_resolution = int(old.config["resolution"])
@@ -78,8 +83,10 @@ def export_component(
                 f"{model_dir} holds a {old_resolution}-px {old.audio_features} model; this one is "
                 f"{resolution}-px {audio_features}; export into another folder."
             )
+        if component != "unet":
+            distilled_for = distilled_steps(old)
     checkpoints.save_component(module, cfg, model_dir / component, {"source_file": source})
-    write_dawn_index(model_dir, resolution, audio_features)
+    write_dawn_index(model_dir, resolution, audio_features, distilled_steps=distilled_for)
     return model_dir / component
 
 
