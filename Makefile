@@ -27,7 +27,7 @@ test: setup $(VENV)/.serve-extras
 demo: setup
 	$(BIN)/talkinghead demo -o demo.mp4
 
-# Retrain the packaged demo model from nothing (CPU, ~2 h on 2 cores; resumes when re-run).
+# Retrain the packaged demo model from nothing (CPU, ~2.5 h on 2 cores; resumes when re-run).
 # Data, checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the
 # model replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py.
 demo-model: setup

@@ -1,4 +1,4 @@
-"""The packaged demo model from nothing in one command, ``make demo-model`` (CPU, ~2 h on 2 cores).
+"""The packaged demo model from nothing in one command, ``make demo-model`` (CPU, ~2.5 h on 2 cores).
 
 Steps, each skipped when its ``WORK/done/<step>`` marker exists, so a re-run resumes where it
 stopped (the training stages resume from their last checkpoint, ``train/loop.py``):
@@ -59,11 +59,11 @@ VAL_CLIPS = 4  # held-out clips of the LFG check during training
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps per stage (the defaults fit about 2 h on 2 busy cores)."""
+    """Steps per stage (the defaults take about 2.5 h on 2 free cores; the recipe resumes)."""
 
     lfg: int = 1000  # LFG optimiser steps
     pbnet: int = 1000  # steps of each PBNet
-    a2v: int = 1000  # A2V-FDM steps (the shipped model's count)
+    a2v: int = 2200  # A2V-FDM steps (the second recipe run's count, MODEL_CARD.md)
     lfg_pairs: str = "mouth"  # "random" for the official pairs (a comparison)
 
 
