@@ -18,7 +18,7 @@ timestep what does not change within them, and runs the rest in a cheaper form:
   ones (4), weights transformed once per layer; the narrow ones through oneDNN;
 * **channels-last** feature maps when Winograd runs (it works in that layout; the attention's tokens
   and its 1x1 projections are then free views and plain matrix products); narrow networks stay
-  channels-first, where CPU GroupNorm is faster;
+  channels-first, rounding as the official kernels do (see ``FastUNet.__init__``);
 * **attention** through ``F.scaled_dot_product_attention`` on 4-D (B, heads, tokens, ch) views, the
   form that PyTorch's fused CPU flash kernel takes (tests/diffused_heads/test_fast_unet.py pins the
   kernel), with scale ch^-1/2 (the official scales q and k by ch^-1/4 each).
@@ -26,8 +26,10 @@ timestep what does not change within them, and runs the rest in a cheaper form:
 Every change only regroups float32 arithmetic: outputs agree with ``forward`` to rounding, tested
 (tests/diffused_heads/test_fast_unet.py): ≤ 1e-5 on random networks; on the golden weights, whose
 attention amplifies any rounding difference, within the 2e-3 that ``forward`` itself keeps to the
-official recordings, and ~5e-5 end to end on the golden well-conditioned 4-frame run. Winograd is used
-on CPU in float32 only; elsewhere the convolutions are the device's own.
+official recordings, and ~5e-5 end to end on the golden well-conditioned 4-frame run. The golden
+weights are narrow, so the wide path (Winograd, channels-last) is checked on random wide networks
+(≤ 1e-5 against ``forward``) and by the benchmark against the official code. Winograd is used on CPU
+in float32 only; elsewhere the convolutions are the device's own.
 
 Memory: the Winograd weights take 16/9 (F(2x2)) or 4x (F(4x4)) of the wide convolutions' weights, made
 at a layer's first call: at the release width +1.5 GB at 64 px and +2.3 GB at 128 px (the network
@@ -104,8 +106,10 @@ class FastUNet:
         convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
         self.winograd = {c for c in convs if _winograd_pays(c)}
         self._winograd_weights: dict[tuple[nn.Conv2d, int], Tensor] = {}  # (conv, tile) -> weight
-        # channels-last where Winograd runs (it needs that layout); narrow networks stay
-        # channels-first, where CPU GroupNorm is faster (at a few channels per group, up to 5x)
+        # channels-last where Winograd runs (it works in that layout). Narrow networks stay
+        # channels-first, in the official kernels' rounding: oneDNN's channels-last convolutions
+        # would be 1.1-1.2x faster there, but round differently, and the golden weights amplify
+        # that (SL run: 2.2e-3 at one pixel, over its 1e-3 tolerance; channels-first: 2.5e-5)
         self.memory_format = CL if self.winograd else torch.contiguous_format
         # the other 3x3 weights in that layout (a weight in the other one is converted at every call)
         self.weights = {
