@@ -11,6 +11,9 @@ recording.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -67,11 +70,12 @@ def test_fast_path_equals_forward(net, batch):
 
 
 def test_layout_and_winograd_follow_the_width():
-    tiny, wide = FastUNet(random_unet(CONFIGS["tiny"])), FastUNet(random_unet(WIDE))
+    nets = random_unet(CONFIGS["tiny"]), random_unet(WIDE)
+    tiny, wide = (FastUNet(net) for net in nets)
     assert not tiny.winograd and tiny.memory_format == torch.contiguous_format
     wide_convs = [
         m
-        for m in wide.unet.modules()
+        for m in nets[1].modules()
         if isinstance(m, torch.nn.Conv2d)
         and m.kernel_size == (3, 3)
         and min(m.in_channels, m.out_channels) >= 128
@@ -87,6 +91,16 @@ def test_attention_runs_the_flash_kernel(net):
     names = [e.name for e in prof.events()]
     blocks = sum(isinstance(m, AttentionBlock) for m in net.modules())
     assert blocks and names.count(FLASH) == blocks and names.count(MATH) == 0
+
+
+def test_cache_does_not_keep_a_network_alive():
+    net = random_unet(CONFIGS["tiny"])
+    fast, alive = FastUNet.of(net), weakref.ref(net)
+    del net
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(RuntimeError, match="deleted"):
+        fast.unet  # noqa: B018
 
 
 def test_rebuilt_when_a_parameter_changes():

@@ -90,11 +90,12 @@ class FastUNet:
     """Fast inference over a ``DiffusedHeadsUNet`` (see the module docstring); eval mode only.
 
     Call ``condition`` once per frame, then ``fast(x_t, timesteps, cond)`` per step: the eps ‖ v of
-    ``unet(x_t, timesteps, x_cond, motion_frames, audio_emb)``.
+    ``unet(x_t, timesteps, x_cond, motion_frames, audio_emb)``. It holds the network weakly (so that
+    ``FastUNet.of``'s cache does not keep a network alive): keep the network while using it.
     """
 
     def __init__(self, unet: DiffusedHeadsUNet) -> None:
-        self.unet = unet
+        self._unet = weakref.ref(unet)
         self.res_blocks = [
             layer
             for seq in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
@@ -123,6 +124,13 @@ class FastUNet:
             for w in first.weight.split([n, first.in_channels - n], dim=1)
         )
         self._time: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def unet(self) -> DiffusedHeadsUNet:
+        unet = self._unet()
+        if unet is None:
+            raise RuntimeError("the network of this FastUNet was deleted")
+        return unet
 
     @classmethod
     def of(cls, unet: DiffusedHeadsUNet) -> FastUNet:
