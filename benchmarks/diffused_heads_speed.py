@@ -2,7 +2,7 @@
 
     python benchmarks/diffused_heads_speed.py --official PATH/TO/diffused-heads \\
         --config golden crema --frames 4 --steps 100 --fast-steps 10 --threads 2 \\
-        --out benchmarks/results
+        [--clips 4] [--official-order] --out benchmarks/results
 
 ``--official`` is a checkout of MStypulkowski/diffused-heads at its ``train`` branch (the only branch
 with the UNet's source; its ``models/diffusion.py`` sampler is bit-identical to main's). Nothing of it
@@ -15,8 +15,14 @@ Per configuration (``golden``: the reduced width of ../shared/golden/diffusedhea
 ``crema``: the release's width with seeded random weights) one clip of ``--frames`` frames is
 sampled at ``--size`` px (attention at the same downsampling factor) from the same identity frame
 and audio embeddings: the official ``Diffusion.space(S).sample`` after ``torch.manual_seed(seed)``,
-our frame loop with the ancestral sampler drawing in the official order (``OfficialNoise``), and our
-fewer-step samplers at ``--fast-steps``. The network's output convolution is scaled by 0.005 (the
+our frame loop with the ancestral sampler drawing in the official order (``OfficialNoise``) through
+the fast UNet path (``fast_unet.FastUNet``, our default), and our fewer-step samplers at
+``--fast-steps``. ``--official-order`` adds our ancestral row with the UNet in the official op order
+(``impl`` "ours-official-order"; bit-identical to the official output before the fast path existed);
+``--clips N`` (N > 1) adds our ancestral row for N clips sampled as one batch (clip 0 is the
+official's; the others get other identity frames, audio and seeds), its ``sec_per_frame`` per frame
+of one clip, i.e. the throughput of a batch job. ``max_abs_diff_vs_official`` is clip 0's; the fast
+path regroups float32 arithmetic, so it is not 0 (the official order's is). The network's output convolution is scaled by 0.005 (the
 well-conditioned run of the golden MANIFEST, ``SL``): random weights otherwise make the t = 999
 step chaotic, and the outputs could not be compared. Speed does not depend on the weights. The
 fewer-step rows' difference to the ancestral output says nothing about quality with random weights.
@@ -138,22 +144,37 @@ def build_unet(config: str, size: int, seed: int, golden_dir: Path) -> torch.nn.
     return unet.eval()
 
 
-def inputs(unet: torch.nn.Module, frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(identity frame (1, 3, S, S) in [-1, 1], audio embeddings (1, F, C))."""
-    cfg, g = unet.cfg, torch.Generator().manual_seed(seed + 1)
-    x_cond = torch.rand(1, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
-    return x_cond, torch.tanh(torch.randn(1, frames, cfg.audio_dim, generator=g))
+def inputs(
+    unet: torch.nn.Module, frames: int, seed: int, clips: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(identity frames (clips, 3, S, S) in [-1, 1], audio embeddings (clips, F, C)); clip 0 is the
+    same for every ``clips``."""
+    cfg, x_cond, audio = unet.cfg, [], []
+    for clip in range(clips):
+        g = torch.Generator().manual_seed(seed + 1 + 1000 * clip)
+        x_cond.append(torch.rand(1, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1)
+        audio.append(torch.tanh(torch.randn(1, frames, cfg.audio_dim, generator=g)))
+    return torch.cat(x_cond), torch.cat(audio)
 
 
-def run_ours(unet, x_cond, audio, sampler: str, steps: int, seed: int) -> torch.Tensor:
+def run_ours(
+    unet, x_cond, audio, sampler: str, steps: int, seed: int, official_order: bool = False
+) -> torch.Tensor:
+    """(clips, F, 3, S, S): clip b drawn from seed + b (clip 0 as the official run)."""
     from talkinghead.diffused_heads.configs import DiffusedHeadsDiffusionConfig
-    from talkinghead.diffused_heads.sampling import OfficialNoise, frame_sampler, generate_frames
+    from talkinghead.diffused_heads.sampling import (
+        BatchNoise,
+        OfficialNoise,
+        frame_sampler,
+        generate_frames,
+    )
 
-    frames = audio.shape[1]
-    size = unet.cfg.image_size
+    frames, size = audio.shape[1], unet.cfg.image_size
     draw = frame_sampler(sampler, steps, DiffusedHeadsDiffusionConfig(), device=x_cond.device)
-    noise = OfficialNoise(seed, frames, (1, 3, size, size))
-    return torch.stack(list(generate_frames(unet, x_cond, audio, draw, noise)), dim=1)
+    noises = [OfficialNoise(seed + b, frames, (1, 3, size, size)) for b in range(len(x_cond))]
+    noise = noises[0] if len(noises) == 1 else BatchNoise(noises)
+    out = generate_frames(unet, x_cond, audio, draw, noise, official_order=official_order)
+    return torch.stack(list(out), dim=1)
 
 
 def official_sampler(classes: tuple[type, type], unet, steps: int):
@@ -182,27 +203,41 @@ def timed(device: torch.device, fn, *args) -> tuple[torch.Tensor, float]:
 
 
 def measure(args: argparse.Namespace, config: str, classes) -> list[dict[str, Any]]:
-    """Rows of one configuration: official (if given), ours ancestral, ours fewer-step."""
+    """Rows of one configuration: official (if given), ours ancestral (fast path; official op order
+    and several clips batched when asked), ours fewer-step."""
     device = torch.device(args.device)
     unet = build_unet(config, args.size, args.seed, args.golden_dir).to(device)
-    x_cond, audio = (t.to(device) for t in inputs(unet, args.frames, args.seed))
-    run_ours(unet, x_cond, audio[:, :1], "ddim", 2, args.seed)  # warm-up (kernels, allocator)
+    x_all, audio_all = (t.to(device) for t in inputs(unet, args.frames, args.seed, args.clips))
+    x_cond, audio = x_all[:1], audio_all[:1]
+    # warm-up (kernels, allocator, the fast path's Winograd weights), one- and many-clip shapes
+    for b in sorted({1, args.clips}):
+        run_ours(unet, x_all[:b], audio_all[:b, :1], "ddim", 2, args.seed)
     rows, official = [], None
     if classes:
         model = official_sampler(classes, unet, args.steps)
         official, seconds = timed(device, run_official, model, x_cond, audio, args.seed)
         rows.append(_row(args, config, "official", "ancestral", args.steps, seconds, None))
-    plan = [("ancestral", args.steps), ("ddim", args.fast_steps), ("dpmpp-2m", args.fast_steps)]
-    for sampler, steps in plan:
-        out, seconds = timed(device, run_ours, unet, x_cond, audio, sampler, steps, args.seed)
-        diff = None if official is None else float((out - official).abs().max())
-        rows.append(_row(args, config, "ours", sampler, steps, seconds, diff))
+    plan = [("ours", "ancestral", args.steps, 1)]
+    if args.official_order:
+        plan.append(("ours-official-order", "ancestral", args.steps, 1))
+    if args.clips > 1:
+        plan.append(("ours", "ancestral", args.steps, args.clips))
+    plan += [("ours", "ddim", args.fast_steps, 1), ("ours", "dpmpp-2m", args.fast_steps, 1)]
+    for impl, sampler, steps, clips in plan:
+        out, seconds = timed(
+            device,
+            run_ours,
+            *(unet, x_all[:clips], audio_all[:clips], sampler, steps, args.seed),
+            impl == "ours-official-order",
+        )
+        diff = None if official is None else float((out[:1] - official).abs().max())
+        rows.append(_row(args, config, impl, sampler, steps, seconds, diff, clips))
     for row in rows:
-        row["speedup"] = rows[0]["seconds"] / row["seconds"]
+        row["speedup"] = rows[0]["sec_per_frame"] / row["sec_per_frame"]
     return rows
 
 
-def _row(args, config, impl, sampler, steps, seconds, diff) -> dict[str, Any]:
+def _row(args, config, impl, sampler, steps, seconds, diff, clips=1) -> dict[str, Any]:
     return {
         "config": config,
         "size": args.size,
@@ -210,8 +245,9 @@ def _row(args, config, impl, sampler, steps, seconds, diff) -> dict[str, Any]:
         "sampler": sampler,
         "steps": steps,
         "frames": args.frames,
+        "clips": clips,
         "seconds": seconds,
-        "sec_per_frame": seconds / args.frames,
+        "sec_per_frame": seconds / (args.frames * clips),  # per frame of one clip
         "max_abs_diff_vs_official": diff,
     }
 
@@ -226,6 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100, help="ancestral steps (official default)")
     parser.add_argument("--fast-steps", type=int, default=10, help="steps of ddim / dpmpp-2m")
+    parser.add_argument(
+        "--clips", type=int, default=1, help="N > 1 adds a row of N clips sampled as one batch"
+    )
+    parser.add_argument(
+        "--official-order",
+        action="store_true",
+        help="add a row of our ancestral sampling with the UNet in the official op order",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
@@ -236,18 +280,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.official and args.frames < 3:
         parser.error("--frames must be at least 3: the official sampler indexes frames 0-2 first")
+    if args.clips < 1:
+        parser.error("--clips must be at least 1")
     torch.set_num_threads(args.threads)
     classes = import_official(args.official.resolve()) if args.official else None
     rows = [row for config in args.config for row in measure(args, config, classes)]
     print(
-        f"{'config':8} {'impl':9} {'sampler':10} {'steps':>5} {'s/frame':>9} {'speed-up':>8} {'max|Δ| vs official':>19}"
+        f"{'config':8} {'impl':19} {'sampler':10} {'steps':>5} {'clips':>5} {'s/frame':>9} "
+        f"{'speed-up':>8} {'max|Δ| vs official':>19}"
     )
     for r in rows:
         diff = (
             "" if r["max_abs_diff_vs_official"] is None else f"{r['max_abs_diff_vs_official']:.2e}"
         )
         print(
-            f"{r['config']:8} {r['impl']:9} {r['sampler']:10} {r['steps']:>5} "
+            f"{r['config']:8} {r['impl']:19} {r['sampler']:10} {r['steps']:>5} {r['clips']:>5} "
             f"{r['sec_per_frame']:>9.3f} {r['speedup']:>7.2f}x {diff:>19}"
         )
     if args.out:

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from talkinghead.diffused_heads.configs import PRESETS
+from talkinghead.diffused_heads.configs import PRESETS, DiffusedHeadsUNetConfig
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 
+# a small network whose 3x3 convolutions are wide enough (>= 128 channels) for the fast path's
+# Winograd convolutions and channels-last layout: F(4x4) at 32 px, F(2x2) at 16 px
+WIDE = replace(
+    PRESETS["tiny"].unet,
+    image_size=32,
+    model_channels=128,
+    channel_mult=(1, 1),
+    attention_resolutions=(16,),
+    num_head_channels=64,
+    num_groups=32,
+)
 
-def random_tiny_unet(seed: int = 0) -> DiffusedHeadsUNet:
-    """The tiny UNet with every zero-initialised tensor replaced by 0.05·N (as the golden weights do),
-    so the output depends on every input; eval mode."""
+
+def random_unet(cfg: DiffusedHeadsUNetConfig, seed: int = 0) -> DiffusedHeadsUNet:
+    """A UNet of ``cfg`` with every zero-initialised tensor replaced by 0.05·N (as the golden weights
+    do), so the output depends on every input; eval mode."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    unet = DiffusedHeadsUNet(PRESETS["tiny"].unet)
+    unet = DiffusedHeadsUNet(cfg)
     with torch.no_grad():
         for p in unet.parameters():
             if not p.any():
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     return unet.eval()
+
+
+def random_tiny_unet(seed: int = 0) -> DiffusedHeadsUNet:
+    """The tiny UNet of ``random_unet``."""
+    return random_unet(PRESETS["tiny"].unet, seed)

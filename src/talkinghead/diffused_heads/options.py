@@ -21,8 +21,12 @@ class DiffusedHeadsOptions:
     sampler: str = "ancestral"
     seed: int | None = None  # None draws a fresh seed (reported in the result)
     fps: int = 25  # output frame rate; the model only runs at 25 fps (one audio window per frame)
-    stabilize: int = 0  # every N frames re-anchor a motion frame on the identity (0: off; train branch 15)
-    crop: bool = True  # align the face to the CREMA framing (False: squash the image, as the official)
+    # every N frames re-anchor a motion frame on the identity (0: off; train branch 15)
+    stabilize: int = 0
+    # align the face to the CREMA framing (False: squash the image, as the official)
+    crop: bool = True
     crop_margin: float = 1.0  # > 1 shows more around the face in the aligned frame
     paste_back: bool = False  # put the generated face back into the original photo
     output_size: int | None = None  # side of the output frames in pixels; None = the model's (256)
+    # run the UNet in the official op order (slower); the default fast path equals it to float32 rounding
+    official_order: bool = False

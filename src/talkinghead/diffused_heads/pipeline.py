@@ -8,7 +8,8 @@ x_cond, the two previous frames and the 5-embedding audio window. Frames are ups
 output of the original, optionally pasted back into the photo, and yielded lazily.
 
 Everything is seeded: the draws follow the official order from one CPU generator (``OfficialNoise``),
-so a seed gives the same frames on every device and matches a seeded official run.
+so a seed gives the same frames on every device and matches a seeded official run (to float32 rounding;
+with ``official_order`` the UNet also runs in the official op order).
 """
 
 from __future__ import annotations
@@ -284,6 +285,7 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             noise,
             stabilize_every=options.stabilize,
             callback=report,
+            official_order=options.official_order,
         ):
             image = ((frame[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             image = image.permute(1, 2, 0).cpu().numpy()

@@ -11,6 +11,14 @@ Official behaviour (diffusedheads_spec.md §1.3, MANIFEST quirks 4-6), reproduce
   t > 0, frame after frame (``OfficialNoise`` reproduces that order from a seed without holding all
   x_T in memory).
 
+Several clips run side by side as one batch (``x_cond`` (B, 3, S, S), ``audio_emb`` (B, F, C) and a
+``BatchNoise`` of one ``OfficialNoise`` per clip): clip b gets the frames it gets alone, to float32
+rounding (the network's kernels may block a batch differently), and every network call serves B clips.
+
+The network runs through ``fast_unet.FastUNet`` (per-frame and per-timestep work done once, Winograd
+convolutions, fused attention), equal to ``DiffusedHeadsUNet.forward`` to rounding;
+``official_order=True`` calls ``forward`` itself, the official op order.
+
 ``stabilize_every`` (train-branch ``custom_video.py``, ``stabilize``/``segment_len``) replaces the
 oldest motion frame by the identity frame before every N-th frame, against drift on long clips.
 
@@ -22,6 +30,7 @@ the learned variance (v = −1); DPM-Solver++ with 2 steps is DDIM (tests/diffus
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator
 
@@ -29,6 +38,7 @@ import torch
 from torch import Tensor
 
 from talkinghead.diffused_heads.configs import DiffusedHeadsDiffusionConfig
+from talkinghead.diffused_heads.fast_unet import FastUNet
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.ancestral import ancestral_sample
 from talkinghead.diffusion.ddim_eps import ddim_eps_sample
@@ -156,30 +166,68 @@ class OfficialNoise:
         return torch.randn(shape, generator=self._z)
 
 
+class BatchNoise:
+    """The draws of several clips side by side: clip b's rows are exactly what ``noises[b]`` draws alone.
+
+    Args:
+        noises: one ``OfficialNoise`` (B = 1) per clip, in batch order.
+    """
+
+    def __init__(self, noises: list[OfficialNoise]) -> None:
+        if not noises:
+            raise ValueError("BatchNoise needs at least one clip's OfficialNoise")
+        self.noises = noises
+
+    def initial(self, frame: int) -> Tensor:
+        """(B, 3, S, S): every clip's x_T of the next frame."""
+        return torch.cat([n.initial(frame) for n in self.noises])
+
+    def step(self, shape: torch.Size) -> Tensor:
+        """(B, ...) = ``shape``: every clip's z of the next step."""
+        one = torch.Size((1, *shape[1:]))
+        return torch.cat([n.step(one) for n in self.noises])
+
+
+def _frame_denoiser(
+    unet: DiffusedHeadsUNet, fast: FastUNet | None, x_cond: Tensor, motion: Tensor, window: Tensor
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """The network over one frame's conditions as ``denoise(x_t, t)``."""
+    if fast is None:
+        return lambda x, t: unet(x, t, x_cond, motion, window)
+    return functools.partial(fast, cond=fast.condition(x_cond, motion, window))
+
+
 @torch.no_grad()
 def generate_frames(
     unet: DiffusedHeadsUNet,
     x_cond: Tensor,
     audio_emb: Tensor,
     sampler: FrameSampler,
-    noise: OfficialNoise,
+    noise: OfficialNoise | BatchNoise,
     *,
     stabilize_every: int = 0,
     callback: FrameCallback | None = None,
+    official_order: bool = False,
 ) -> Iterator[Tensor]:
-    """Yield the clip's frames one by one, each (B, 3, S, S) in [-1, 1].
+    """Yield the frames of B clips one by one, each (B, 3, S, S) in [-1, 1].
 
     Args:
         unet: the denoiser.
-        x_cond: (B, 3, S, S) identity frame in [-1, 1].
-        audio_emb: (B, F, C) one audio embedding per frame.
+        x_cond: (B, 3, S, S) identity frame of every clip, in [-1, 1].
+        audio_emb: (B, F, C) one audio embedding per frame (all clips F frames).
         sampler: how one frame is denoised (``ancestral_sampler``, ``ddim_sampler`` or
             ``dpmpp_sampler``), its coefficients on ``x_cond``'s device.
-        noise: where x_T and the step draws come from.
+        noise: where x_T and the step draws come from (``OfficialNoise`` for B = 1, ``BatchNoise``).
         stabilize_every: N > 0 re-anchors the oldest motion frame on the identity frame before frame
             N, 2N, ... (0: off, the released sampler).
         callback: called after every step with (frame index, steps done, steps per frame).
+        official_order: call ``unet.forward`` (the official op order) instead of the fast path.
     """
+    if x_cond.shape[0] != audio_emb.shape[0]:
+        raise ValueError(
+            f"{x_cond.shape[0]} identity frames for {audio_emb.shape[0]} audio clips: give one per clip"
+        )
+    fast = None if official_order else FastUNet.of(unet)
     cfg = unet.cfg
     num_frames = audio_emb.shape[1]
     dev, dtype = x_cond.device, x_cond.dtype
@@ -189,11 +237,7 @@ def generate_frames(
         if stabilize_every > 0 and f > 0 and f % stabilize_every == 0:
             motion = torch.cat([x_cond, motion[:, c:]], dim=1)
         window = audio_emb[:, audio_window(f, num_frames, cfg.n_audio_motion_embs)]
-
-        def denoise(
-            x: Tensor, t: Tensor, motion: Tensor = motion, window: Tensor = window
-        ) -> Tensor:
-            return unet(x, t, x_cond, motion, window)
+        denoise = _frame_denoiser(unet, fast, x_cond, motion, window)
 
         def step_noise(shape: torch.Size) -> Tensor:
             return noise.step(shape).to(device=dev, dtype=dtype)
