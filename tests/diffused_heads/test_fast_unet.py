@@ -29,7 +29,15 @@ from talkinghead.diffused_heads.sampling import (
 from talkinghead.diffused_heads.unet import AttentionBlock
 from talkinghead.diffusion.respacing import respaced_schedule
 
-from .test_golden import SL_ATOL, UNET_ATOL, call, io, max_err, unet  # noqa: F401 (fixtures)
+from .test_golden import (  # noqa: F401 (fixtures)
+    SL_ATOL,
+    UNET_ATOL,
+    call,
+    io,
+    max_err,
+    scaled_run,
+    unet,
+)
 from .tiny import WIDE, random_unet
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
@@ -170,23 +178,8 @@ def test_golden_unet_calls(unet, io, prefix):  # noqa: F811
 @pytest.mark.slow
 def test_golden_scaled_run_both_paths(unet, io):  # noqa: F811
     """SL end to end: the fast path and the official op order, against the recording and each other."""
-    from talkinghead import checkpoints
-
-    state = {k: v.clone() for k, v in unet.state_dict().items()}
-    scaled = checkpoints.build_and_load(unet.cfg, state)
-    with torch.no_grad():
-        scaled.out[2].weight.mul_(0.005)
-        scaled.out[2].bias.mul_(0.005)
     runs = {}
     for official_order in (True, False):
-        frames = generate_frames(
-            scaled,
-            io["S.input.x_cond"],
-            io["S.input.audio_emb"],
-            ancestral_sampler(respaced_schedule(10)),
-            OfficialNoise(5004, 4, (1, 3, 128, 128)),
-            official_order=official_order,
-        )
-        runs[official_order] = torch.stack(list(frames), dim=1)
+        runs[official_order] = scaled_run(unet, io, official_order=official_order)
         assert max_err(runs[official_order], io["SL.output"]) <= SL_ATOL
     assert max_err(runs[True], runs[False]) <= 2e-4

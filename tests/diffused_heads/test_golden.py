@@ -216,9 +216,12 @@ def test_sampling_run_unet_calls(unet, io):
             assert max_err(pred, io[f"S.frame{f}.first_step.nn_out"]) <= UNET_ATOL, f"frame {f}"
 
 
-def test_scaled_run_end_to_end(unet, io):
-    """SL: the whole official sample() call (seed 5004, 4 frames, 10 steps) with out.2 scaled by 0.005."""
-    scaled = checkpoints.build_and_load(unet.cfg, {k: v.clone() for k, v in unet.state_dict().items()})
+def scaled_run(unet, io, **kwargs) -> torch.Tensor:
+    """SL: the whole official sample() call (seed 5004, 4 frames, 10 steps) with out.2 scaled by
+    0.005 -> (1, 4, 3, 128, 128); ``kwargs`` go to ``generate_frames``."""
+    scaled = checkpoints.build_and_load(
+        unet.cfg, {k: v.clone() for k, v in unet.state_dict().items()}
+    )
     with torch.no_grad():
         scaled.out[2].weight.mul_(0.005)
         scaled.out[2].bias.mul_(0.005)
@@ -228,6 +231,10 @@ def test_scaled_run_end_to_end(unet, io):
         io["S.input.audio_emb"],
         ancestral_sampler(respaced_schedule(10)),
         OfficialNoise(5004, 4, (1, 3, 128, 128)),
+        **kwargs,
     )
-    out = torch.stack(list(frames), dim=1)
-    assert max_err(out, io["SL.output"]) <= SL_ATOL
+    return torch.stack(list(frames), dim=1)
+
+
+def test_scaled_run_end_to_end(unet, io):
+    assert max_err(scaled_run(unet, io), io["SL.output"]) <= SL_ATOL
