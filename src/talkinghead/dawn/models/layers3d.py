@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from talkinghead.dawn.models.conv3d import Conv3d
 from talkinghead.dawn.models.local_attention import (
     banded_blocks,
     fused_attention,
@@ -139,7 +140,7 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, dim_out: int, groups: int) -> None:
         super().__init__()
-        self.proj = nn.Conv3d(dim, dim_out, (1, 3, 3), padding=(0, 1, 1))
+        self.proj = Conv3d(dim, dim_out, (1, 3, 3), padding=(0, 1, 1))
         self.norm = nn.GroupNorm(groups, dim_out)
 
     def forward(self, x: Tensor, scale_shift: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -247,7 +248,7 @@ class ResnetBlock(nn.Module):
         self.cross_attn_eye = CrossAttention(dim, **ca)
         self.block1 = Block(dim, dim_out, groups)
         self.block2 = Block(dim_out, dim_out, groups)
-        self.res_conv = nn.Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.res_conv = Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
     def _cond_residual(self, x: Tensor, cond: Tensor) -> Tensor:
         """Sum of the three cross-attentions: (B, C, F, H, W), (B, F, cond) -> (B, C', F, H, W)."""

@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from talkinghead.dawn.configs import UNet3DConfig
+from talkinghead.dawn.models.conv3d import Conv3d
 from talkinghead.dawn.models.layers3d import (
     ATTENTION_MODES,
     PreNorm,
@@ -62,7 +63,7 @@ class UNet3D(nn.Module):
         )
         pad = cfg.init_kernel_size // 2
         k = cfg.init_kernel_size
-        self.init_conv = nn.Conv3d(cfg.in_channels, dim, (1, k, k), padding=(0, pad, pad))
+        self.init_conv = Conv3d(cfg.in_channels, dim, (1, k, k), padding=(0, pad, pad))
         self.init_temporal_attn = self._temporal(dim)
         self.time_mlp = nn.Sequential(
             SinusoidalPosEmb(dim),
@@ -88,7 +89,7 @@ class UNet3D(nn.Module):
         self.downs = nn.ModuleList()
         for i, (d_in, d_out) in enumerate(in_out):
             last = i == len(in_out) - 1
-            down = nn.Conv3d(d_out, d_out, (1, 4, 4), (1, 2, 2), (0, 1, 1))
+            down = Conv3d(d_out, d_out, (1, 4, 4), (1, 2, 2), (0, 1, 1))
             self.downs.append(
                 nn.ModuleList(
                     [
@@ -121,10 +122,8 @@ class UNet3D(nn.Module):
                 )
             )
         grid_channels = cfg.latent_channels - 1
-        self.final_conv = nn.Sequential(
-            block(dim * 2, dim, False), nn.Conv3d(dim, grid_channels, 1)
-        )
-        self.occlusion_map = nn.Sequential(block(dim * 2, dim, False), nn.Conv3d(dim, 1, 1))
+        self.final_conv = nn.Sequential(block(dim * 2, dim, False), Conv3d(dim, grid_channels, 1))
+        self.occlusion_map = nn.Sequential(block(dim * 2, dim, False), Conv3d(dim, 1, 1))
 
     def _temporal(self, d: int) -> Residual:
         return Residual(
