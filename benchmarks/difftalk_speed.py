@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import passive_wait  # noqa: F401  (before torch: idle threads sleep)
 import torch
 from provenance import provenance
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import passive_wait  # noqa: F401  (before torch: idle threads sleep)
 import torch
 from provenance import provenance
 
