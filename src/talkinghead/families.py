@@ -33,6 +33,8 @@ class Family:
             ``export(run_dir, model_dir)``.
         components: ``config.json`` type name -> (``"module:ConfigClass"``, ``"module:NetworkClass"``).
         takes_video: whether its source may be a video of the person (DiffTalk re-voices videos).
+        stream_options: ``"module:Class"`` of the windowing options of its pipeline's ``stream``
+            (light, as ``options``): the ``generate --stream`` flags; None if it does not stream.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Family:
     training: dict[str, str] = field(default_factory=dict)
     components: dict[str, tuple[str, str]] = field(default_factory=dict)
     takes_video: bool = False
+    stream_options: str | None = None
 
 
 _DAWN_MODELS = "talkinghead.dawn.models"
@@ -56,6 +59,7 @@ FAMILIES: dict[str, Family] = {
             "over latent flows; portrait + speech.",
             pipeline="talkinghead.dawn.pipeline:DawnPipeline",
             options="talkinghead.dawn.configs:GenerateOptions",
+            stream_options="talkinghead.dawn.configs:StreamOptions",
             converter="talkinghead.dawn.convert:convert_official_dir",
             training={
                 "lfg": "talkinghead.dawn.training.lfg",

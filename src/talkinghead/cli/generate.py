@@ -38,6 +38,10 @@ def _options_classes() -> list[type]:
     return [resolve(f.options) for f in FAMILIES.values()]
 
 
+def _stream_classes() -> list[type]:
+    return [resolve(f.stream_options) for f in FAMILIES.values() if f.stream_options]
+
+
 def add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
@@ -79,6 +83,9 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     motion.add_argument("--driving-video", default=None, help="take pose and blinks from this video")
     knobs = p.add_argument_group("generation options (defaults: the model family's)")
     add_dataclass_flags(knobs, _options_classes(), aliases=ALIASES)
+    windows = p.add_argument_group("streaming windows (with --stream; measured defaults in "
+                                   "benchmarks/RESULTS.md)")
+    add_dataclass_flags(windows, _stream_classes())
     add_process_flags(p, reuse_memory=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_generate)
@@ -94,6 +101,7 @@ def run_generate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CLIError(f"the output folder {output.parent} does not exist.")
+    _windowing(args)  # a window flag without --stream is refused before anything loads
     source = _source(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -122,11 +130,21 @@ def _run_stream(args, pipeline, source, samples, options, extras, output) -> int
     if not hasattr(pipeline, "stream") or extras or args.save_frames or args.save_motion:
         raise CLIError("--stream works with DAWN models and no drivers, --save-frames or "
                        "--save-motion; drop those or --stream.")
-    frames = pipeline.stream(source, samples, options,
+    frames = pipeline.stream(source, samples, options, **_windowing(args),
                              callback=None if args.quiet else ProgressBars())
     count = save_stream(frames, output, fps=options.fps, audio_path=args.audio)
     logger.info("wrote %s (%d frames, %.2f s)", output, count, count / options.fps)
     return 0
+
+
+def _windowing(args: argparse.Namespace) -> dict[str, int]:
+    """The streaming-window flags given (checked: only with --stream)."""
+    fields = [f.name for cls in _stream_classes() for f in dataclasses.fields(cls)]
+    given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    if given and not args.stream:
+        flags = ", ".join(given_flags(args, given))
+        raise CLIError(f"{flags} applies only to --stream; add --stream or drop it.")
+    return given
 
 
 def _source(args: argparse.Namespace) -> str:

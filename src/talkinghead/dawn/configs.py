@@ -243,3 +243,27 @@ class GenerateOptions:
             num_steps=steps if self.num_steps is None else self.num_steps,
             eta=eta if self.eta is None else self.eta,
         )
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Windowing of ``DawnPipeline.stream`` (``dawn/streaming.py``); ``generate --stream`` flags.
+
+    Defaults measured on the demo model (``benchmarks/streaming.py``, RESULTS.md run 16): 60-frame
+    windows produce 50 new frames per window against 30 of 40 (1.2-1.4x the frames per second),
+    with the first frame still under 2 s and no larger seam.
+    """
+
+    window_frames: int = 60  # frames denoised together per window (the UNet's temporal context)
+    overlap: int = 10  # frames a window takes over from the previous one (no seam)
+    lookahead: int = 10  # frames of speech past a window's end awaited before generating it
+
+    def __post_init__(self) -> None:
+        if self.window_frames < 2:
+            raise ValueError(f"window_frames={self.window_frames} must be at least 2")
+        if not 0 <= self.overlap < self.window_frames:
+            raise ValueError(
+                f"overlap={self.overlap} must be in [0, window_frames={self.window_frames})"
+            )
+        if self.lookahead < 0:
+            raise ValueError(f"lookahead={self.lookahead} must be >= 0")

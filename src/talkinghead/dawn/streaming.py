@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.configs import GenerateOptions, StreamOptions
 from talkinghead.dawn.motion import MOTION_DTYPE, Motion, generate_motion
 from talkinghead.dawn.portrait import Portrait
 from talkinghead.diffusion.samplers import seeded_randn
@@ -49,25 +49,6 @@ if TYPE_CHECKING:
     from talkinghead.dawn.pipeline import DawnPipeline
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """Windowing of a stream (see the module docstring)."""
-
-    window_frames: int = 40  # frames denoised together: the UNet's temporal context per window
-    overlap: int = 10  # frames a window takes from the previous one (0.4 s of context at 25 fps)
-    lookahead: int = 10  # audio frames past a window's end awaited before generating it
-
-    def __post_init__(self) -> None:
-        if self.window_frames < 2:
-            raise ValueError(f"window_frames={self.window_frames} must be at least 2")
-        if not 0 <= self.overlap < self.window_frames:
-            raise ValueError(
-                f"overlap={self.overlap} must be in [0, window_frames={self.window_frames})"
-            )
-        if self.lookahead < 0:
-            raise ValueError(f"lookahead={self.lookahead} must be >= 0")
 
 
 @dataclass(frozen=True)
