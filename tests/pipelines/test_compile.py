@@ -19,6 +19,7 @@ from torch import Tensor, fx
 from talkinghead import cli
 from talkinghead.cli import generate as cli_generate
 from talkinghead.dawn.configs import GenerateOptions
+from talkinghead.dawn.models import conv3d
 from talkinghead.dawn.models.unet3d import UNet3D
 from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.media.audio import load_audio
@@ -33,7 +34,10 @@ NUM_FRAMES = 6
 # The bound was 1e-5; it failed at 1.77e-5 (and 2.56e-5 here) while the UNet's rotary embedding used
 # a complex multiply in eager mode and the real formula under dynamo: one float32 rounding apart
 # (~1 ulp) per rotation, grown through the UNet and 2 DDIM steps. The rotary has one formula now, so
-# any difference at all means eager and compiled run different code: the bound is exact.
+# any difference at all means eager and compiled run different code: the bound is exact. One
+# difference is by design: eager runs the UNet's 3D convolutions on oneDNN at every size
+# (dawn/models/conv3d.py) while a traced graph keeps aten.convolution (fake tensors have no oneDNN
+# kernel), so the traced run is compared with eager on PyTorch's own convolution choice.
 TOL = 0.0
 
 
@@ -85,7 +89,7 @@ def fresh_dynamo():
 
 @pytest.mark.slow  # dynamo traces the tiny UNet's ~2800 ops once: ~35 s on one busy CPU thread
 def test_unet_goes_through_dynamo_and_matches_eager(
-    pipeline: DawnPipeline, portrait: Path, short_audio: np.ndarray, eager, fresh_dynamo
+    pipeline: DawnPipeline, portrait: Path, short_audio: np.ndarray, fresh_dynamo, monkeypatch
 ) -> None:
     graphs: list[fx.GraphModule] = []
 
@@ -104,7 +108,8 @@ def test_unet_goes_through_dynamo_and_matches_eager(
     # one shape, two steps: traced once (no recompile per step, no graph break per step)
     count = len(graphs)
     assert count <= 4, f"{count} graphs: graph breaks or recompiles"
-    eager_latents, eager_frames = eager
+    monkeypatch.setattr(conv3d, "_onednn_applies", lambda x, weight: False)
+    eager_latents, eager_frames = run(pipeline, portrait, short_audio, FAST)
     assert latents.shape == eager_latents.shape == (1, 3, NUM_FRAMES, 8, 8)
     torch.testing.assert_close(latents, eager_latents, rtol=0, atol=TOL)
     assert np.abs(frames.astype(int) - eager_frames.astype(int)).max() <= 1

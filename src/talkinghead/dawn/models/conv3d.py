@@ -7,7 +7,7 @@ model (channels double as the side halves), so a 40-frame streaming window sits 
 line and every block convolution took the slow path: 2-4x slower per call, a third of a
 window's time (issue #18). This subclass calls the oneDNN kernel directly for float32 CPU
 inference, the same one PyTorch picks for a 41-frame clip. Everything else (training, other
-dtypes and devices) goes through ``nn.Conv3d`` unchanged. Parameters and state-dict keys are
+dtypes and devices, ``torch.compile`` graphs) goes through ``nn.Conv3d`` unchanged. Parameters and state-dict keys are
 those of ``nn.Conv3d``.
 """
 
@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 def _onednn_applies(x: Tensor, weight: Tensor) -> bool:
     return (
-        x.device.type == "cpu"
+        not torch.compiler.is_compiling()  # traced graphs (fake tensors) keep aten.convolution
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
