@@ -7,8 +7,8 @@ model (channels double as the side halves), so a 40-frame streaming window sits 
 line and every block convolution took the slow path: 2-4x slower per call, a third of a
 window's time (issue #18). This subclass calls the oneDNN kernel directly for float32 CPU
 inference, the same one PyTorch picks for a 41-frame clip. Everything else (training, other
-dtypes and devices, ``torch.compile`` graphs) goes through ``nn.Conv3d`` unchanged. Parameters and state-dict keys are
-those of ``nn.Conv3d``.
+dtypes and devices, ``torch.compile`` graphs) goes through ``nn.Conv3d`` unchanged. Parameters and
+state-dict keys are those of ``nn.Conv3d``.
 """
 
 from __future__ import annotations
