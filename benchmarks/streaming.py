@@ -20,8 +20,8 @@ Per windowing ``W:O:L`` (window frames, overlap, look-ahead; ``DawnPipeline.stre
 The process runs as ``talkinghead generate --stream`` does: idle threads sleep (``passive_wait``)
 and freed memory is kept for reuse (``talkinghead.allocator``; without it the first setting of a
 run pays glibc's page faults, 1.3x slower). Every windowing runs at each of ``--steps``. Prints
-each row as soon as it is measured and rewrites ``<out>/streaming.json`` (with the command and the machine's load) after every row, so a long run
-that is stopped keeps what it measured.
+each row as soon as it is measured and rewrites ``<out>/streaming.json`` (with the command and the
+machine's load) after every row, so a long run that is stopped keeps what it measured.
 """
 
 from __future__ import annotations
