@@ -33,6 +33,9 @@ class Family:
             ``export(run_dir, model_dir)``.
         components: ``config.json`` type name -> (``"module:ConfigClass"``, ``"module:NetworkClass"``).
         takes_video: whether its source may be a video of the person (DiffTalk re-voices videos).
+        takes_drivers: whether its pipeline can be driven by given pose and blink tracks and renders
+            through a flow autoencoder (DAWN's ``motion`` / ``sample_latents`` / ``decode`` stages
+            and ``modules.flow_ae``); ``eval-synth`` then scores the autoencoder on its own too.
         stream_options: ``"module:Class"`` of the windowing options of its pipeline's ``stream``
             (light, as ``options``): the ``generate --stream`` flags; None if it does not stream.
     """
@@ -45,6 +48,7 @@ class Family:
     training: dict[str, str] = field(default_factory=dict)
     components: dict[str, tuple[str, str]] = field(default_factory=dict)
     takes_video: bool = False
+    takes_drivers: bool = False
     stream_options: str | None = None
 
 
@@ -60,6 +64,7 @@ FAMILIES: dict[str, Family] = {
             pipeline="talkinghead.dawn.pipeline:DawnPipeline",
             options="talkinghead.dawn.configs:GenerateOptions",
             stream_options="talkinghead.dawn.configs:StreamOptions",
+            takes_drivers=True,
             converter="talkinghead.dawn.convert:convert_official_dir",
             training={
                 "lfg": "talkinghead.dawn.training.lfg",

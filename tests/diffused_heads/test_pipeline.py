@@ -7,29 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
-from talkinghead.diffused_heads.configs import PRESETS
-from talkinghead.diffused_heads.convert import write_model_dir
 from talkinghead.diffused_heads.options import DiffusedHeadsOptions
 from talkinghead.diffused_heads.pipeline import DiffusedHeadsPipeline
 from talkinghead.media.audio import AudioError
 from talkinghead.outputs import save_result
 
-from .tiny import random_tiny_unet
+from .tiny import write_tiny_model_dir
 
-TINY = PRESETS["tiny"]
 OPTIONS = DiffusedHeadsOptions(num_steps=7, seed=3)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    encoder = SDAAudioEncoder(TINY.audio_encoder).eval()
-    parts = {
-        "unet": (random_tiny_unet(0), TINY.unet, {"source_file": "random"}),
-        "audio_encoder": (encoder, TINY.audio_encoder, {"source_file": "random"}),
-    }
-    return write_model_dir(tmp_path_factory.mktemp("dh") / "tiny", parts, TINY)
+    return write_tiny_model_dir(tmp_path_factory.mktemp("dh") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -38,3 +39,18 @@ def random_unet(cfg: DiffusedHeadsUNetConfig, seed: int = 0) -> DiffusedHeadsUNe
 def random_tiny_unet(seed: int = 0) -> DiffusedHeadsUNet:
     """The tiny UNet of ``random_unet``."""
     return random_unet(PRESETS["tiny"].unet, seed)
+
+
+def write_tiny_model_dir(out: Path) -> Path:
+    """A model directory of the tiny UNet (``random_tiny_unet(0)``) and a random tiny audio encoder."""
+    from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
+    from talkinghead.diffused_heads.convert import write_model_dir
+
+    tiny = PRESETS["tiny"]
+    torch.manual_seed(0)
+    encoder = SDAAudioEncoder(tiny.audio_encoder).eval()
+    parts = {
+        "unet": (random_tiny_unet(0), tiny.unet, {"source_file": "random"}),
+        "audio_encoder": (encoder, tiny.audio_encoder, {"source_file": "random"}),
+    }
+    return write_model_dir(out, parts, tiny)

@@ -178,3 +178,33 @@ def test_a_video_driven_family_is_scored_on_its_revoiced_clip(synth_set: Path) -
     assert "goal mouth_corr >= 0.6" in table and "lfg_psnr" not in table
     again = run_synth_benchmark(synth_set, pipe, options=options)
     assert again["clips"] == summary["clips"]  # seeded: repeatable
+
+
+def test_a_family_without_drivers_is_scored_on_speech_alone(synth_set: Path) -> None:
+    from diffused_heads.tiny import random_tiny_unet
+
+    from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
+    from talkinghead.diffused_heads.configs import PRESETS as DH_PRESETS
+    from talkinghead.diffused_heads.pipeline import DiffusedHeadsPipeline
+    from talkinghead.face.analysis import FaceAnalyzer
+
+    cfg = DH_PRESETS["tiny"]
+    encoder = SDAAudioEncoder(cfg.audio_encoder).eval()  # random (the UNet seeds torch first)
+    pipe = DiffusedHeadsPipeline(random_tiny_unet(0), encoder, cfg, FaceAnalyzer(None))
+    options = SynthBenchOptions(num_steps=2, sampler="ddim", max_clips=1)
+    summary = run_synth_benchmark(synth_set, pipe, options=options)
+    row = next(iter(summary["clips"].values()))
+    assert set(row) == {
+        "frames",
+        "mouth_corr_real",
+        "blink_rate_true",
+        "blink_rate_real",
+        "mouth_corr_gt",
+        "blink_rate_gt",
+    }
+    assert row["mouth_corr_real"] > 0.8 and row["blink_rate_gt"] >= 0
+    table = format_table(summary)
+    assert "goal mouth_corr >= 0.6" in table and "lfg_psnr" not in table
+    assert run_synth_benchmark(synth_set, pipe, options=options)["clips"] == summary["clips"]
+    with pytest.raises(ValueError, match="sampler"):
+        run_synth_benchmark(synth_set, pipe, options=SynthBenchOptions(sampler="euler"))

@@ -76,7 +76,10 @@ def add_eval_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face3d", default=None,
                    help="3DDFA_V2 assets folder (DiffTalk finds faces and landmarks with it)")
     p.add_argument("--out", default="synth_eval.json", help="JSON summary path")
-    p.add_argument("--steps", type=int, default=S.num_steps, help="DDIM steps")
+    p.add_argument("--steps", type=int, default=S.num_steps, help="sampler steps per video")
+    p.add_argument("--sampler", default=None,
+                   help="the family's sampler (e.g. ddim, dpmpp-2m; Diffused Heads: ancestral); "
+                   "default: the family's own")
     p.add_argument("--seed", type=int, default=S.seed, help="generation seed of the first clip")
     p.add_argument("--max-clips", type=int, default=S.max_clips, help="first N held-out clips")
     p.add_argument("--pbnet", action="store_true", help="also generate with PBNet pose/blinks")
@@ -108,6 +111,7 @@ def run_eval_synth(args: argparse.Namespace) -> int:
         max_clips=args.max_clips,
         pbnet=args.pbnet,
         source=args.source,
+        sampler=args.sampler,
     )
     loader = {"hubert_path": args.hubert, "face3d_dir": args.face3d}
     loader = {k: v for k, v in loader.items() if v}

@@ -22,6 +22,11 @@ is generated from the audio (and the kept pixels), so ``mouth_corr_gt`` is again
 mouth against the truth, next to ``mouth_corr_real``. The frames are passed as the face crops they
 are (``crop=False``); there is no LFG and no blink to score.
 
+Portrait families that take no drivers (``Family.takes_drivers`` False: Diffused Heads) generate
+from the clip's first frame and its speech alone, with the family's own sampler (or
+``SynthBenchOptions.sampler``): ``mouth_corr_gt`` and ``blink_rate_gt`` score that video. So
+``*_gt`` is always the video generated with every ground truth the family takes.
+
 Image measures (the synthetic faces have known colours, ``data/synth_face.py``; the person's own
 lip, skin and hair colours follow from the clip's seed, ``data.synth.clip_style``): each pixel is
 softly assigned to the nearest colour the renderer paints there. Mouth opening = the inner-mouth and
@@ -32,6 +37,7 @@ and LFG PSNR >= 28 dB.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -63,6 +69,7 @@ __all__ = [
     "pearson",
     "run_synth_benchmark",
     "summarize",
+    "video_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +95,9 @@ class SynthBenchOptions:
     batch_size: int = 16  # LFG frames per batch
     pbnet: bool = False  # also generate with PBNet pose/blinks (blink rate)
     source: str = "first"  # source frame: the clip's "first" or "open" (half-open mouth, eyes open)
+    # the sampler of families whose options have one (Diffused Heads: "ddim"); None: the family's
+    # default (DAWN always samples with DDIM)
+    sampler: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("first", "open"):
@@ -245,20 +255,29 @@ def ground_truth_face(reader: Any, ref: int = 0) -> FaceState:
     )
 
 
+def _call_options(pipe: Any, options: SynthBenchOptions, seed: int) -> Any:
+    """The pipeline's options for one clip: steps, seed, the sampler if chosen, no face crop (the
+    synthetic frames are face crops already)."""
+    knobs: dict[str, Any] = {"num_steps": options.num_steps, "seed": seed, "crop": False}
+    if options.sampler is not None:
+        if "sampler" not in {f.name for f in dataclasses.fields(pipe.options_class)}:
+            raise ValueError(f"the {pipe.family} family has no sampler choice; drop sampler=")
+        knobs["sampler"] = options.sampler
+    return dataclasses.replace(pipe.options_class(), **knobs)
+
+
 def _generate(
     pipe: Any, reader: Any, options: SynthBenchOptions, seed: int, pbnet: bool, ref: int = 0
 ) -> np.ndarray:
-    """Generated (F, S, S, 3) uint8 frames for the clip's frame ``ref`` and speech.
+    """Generated (F, S, S, 3) uint8 frames for the clip's frame ``ref`` and speech (DAWN's stages).
 
     The portrait's face is the renderer's ground truth (no detector); the motion is PBNet's or, with
     ``pbnet=False``, the clip's true pose and eye tracks.
     """
-    from talkinghead.dawn.configs import GenerateOptions
-
     source = np.asarray(reader.frames[ref])
     pose, eye = np.array(reader.array("pose")), np.array(reader.array("eye"))  # writable copies
     face = ground_truth_face(reader, ref)
-    gen_opts = GenerateOptions(num_steps=options.num_steps, seed=seed, crop=False)
+    gen_opts = _call_options(pipe, options, seed)
     portrait = pipe.prepare(source, gen_opts, face=face)
     feats = pipe.audio_condition(reader.audio(), reader.num_frames)
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
@@ -268,21 +287,16 @@ def _generate(
     return np.concatenate(list(pipe.decode(portrait, latents, options.batch_size)))
 
 
-def _revoice(
-    pipe: Any, reader: Any, options: SynthBenchOptions, seed: int
-) -> tuple[np.ndarray, int]:
-    """The clip's own frames re-voiced with its speech (video-driven families): (F, S, S, 3) uint8
-    and how many frames passed through unchanged (no face found: their mouth is the truth)."""
-    import dataclasses
-
-    call_options = dataclasses.replace(
-        pipe.options_class(), num_steps=options.num_steps, seed=seed, crop=False
-    )
-    result = pipe(np.array(reader.frames), reader.audio(), call_options)
+def _call_pipeline(
+    pipe: Any, source: np.ndarray, reader: Any, options: SynthBenchOptions, seed: int
+) -> tuple[np.ndarray, Any]:
+    """``pipe(source, the clip's speech)``: (F, S, S, 3) uint8 frames (F = the clip's) and the
+    ``GenerationResult``."""
+    result = pipe(source, reader.audio(), _call_options(pipe, options, seed))
     frames = np.concatenate(list(result.frames))
     if len(frames) < reader.num_frames:
         raise RuntimeError(f"{len(frames)} frames came back for a {reader.num_frames}-frame clip")
-    return frames[: reader.num_frames], int(getattr(result, "faceless_frames", 0))
+    return frames[: reader.num_frames], result
 
 
 def lfg_scores(
@@ -321,55 +335,65 @@ def lfg_scores(
     }
 
 
-def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
+def video_scores(video: np.ndarray, reader: Any, start: int = 0) -> dict[str, float]:
+    """A generated video of a synthetic clip against its truth: ``mouth_corr`` (Pearson of the
+    image mouth opening with ``mouth_open``) and ``blink_rate`` (blinks per second of the eye band).
+
+    Args:
+        video: (F, S, S, 3) uint8 RGB, any side S (resized to the clip's).
+        reader: the clip (``data.layout.ClipReader`` of a ``talkinghead data synth`` set).
+        start: the clip frame of ``video[0]`` (to score a segment of a long clip).
+    """
     from talkinghead.data.synth.clips import info_style
-    from talkinghead.families import get_family
 
     style = info_style(reader.info)
+    span = slice(start, start + len(video))
+    frames = _resize(video, np.asarray(reader.frames[0]).shape[0])
+    opening = mouth_opening(frames, np.asarray(reader.array("mouth_box")[span]), style)
+    eye = eye_signal(frames, np.asarray(reader.array("bbox")[span]), style)
+    return {
+        "mouth_corr": pearson(opening, np.asarray(reader.array("mouth_open")[span])),
+        "blink_rate": len(count_blinks(eye, _BLINK_DROP)) / (len(video) / 25.0),
+    }
+
+
+def _clip_scores(pipe: Any, reader: Any, options: SynthBenchOptions, seed: int) -> dict[str, Any]:
+    from talkinghead.families import get_family
+
     frames = np.asarray(reader.frames)
-    data_size = frames.shape[1]
-    mouth_box = np.asarray(reader.array("mouth_box"))
-    bbox = np.asarray(reader.array("bbox"))
-    truth_open = np.asarray(reader.array("mouth_open"))
-    seconds = reader.num_frames / 25.0
-    if get_family(pipe.family).takes_video:
-        gen, unchanged = _revoice(pipe, reader, options, seed)
+    real = video_scores(frames, reader)
+    row: dict[str, Any] = {"frames": reader.num_frames, "mouth_corr_real": real["mouth_corr"]}
+    family = get_family(pipe.family)
+    if family.takes_video:
+        gen, result = _call_pipeline(pipe, np.array(frames), reader, options, seed)
+        unchanged = int(getattr(result, "faceless_frames", 0))  # no face: the true mouth kept
         if unchanged:
             logger.warning(
                 "%s: %d frames had no face and kept their true mouth", reader.dir, unchanged
             )
-        return {
-            "frames": reader.num_frames,
-            "mouth_corr_real": pearson(mouth_opening(frames, mouth_box, style), truth_open),
-            "mouth_corr_gt": pearson(
-                mouth_opening(_resize(gen, data_size), mouth_box, style), truth_open
-            ),
-            "unchanged_frames": unchanged,
-        }
-    lfg = lfg_scores(
-        pipe.modules.flow_ae,
-        reader,
-        pipe.modules.resolution,
-        source=options.source,
-        batch_size=options.batch_size,
-    )
-    row: dict[str, Any] = {
-        "frames": reader.num_frames,
-        **lfg,
-        "mouth_corr_real": pearson(mouth_opening(frames, mouth_box, style), truth_open),
-        "blink_rate_true": blink_onsets(reader.array("blink")) / seconds,
-        "blink_rate_real": len(count_blinks(eye_signal(frames, bbox, style), _BLINK_DROP))
-        / seconds,
-    }
-    for name, use_pbnet in (("gt", False), ("pbnet", True)):
-        if use_pbnet and not options.pbnet:
-            continue
-        gen = _generate(pipe, reader, options, seed, use_pbnet, lfg["source_index"])
-        gen = _resize(gen, data_size)
-        row[f"mouth_corr_{name}"] = pearson(mouth_opening(gen, mouth_box, style), truth_open)
-        row[f"blink_rate_{name}"] = (
-            len(count_blinks(eye_signal(gen, bbox, style), _BLINK_DROP)) / seconds
+        row["mouth_corr_gt"] = video_scores(gen, reader)["mouth_corr"]
+        return {**row, "unchanged_frames": unchanged}
+    row["blink_rate_true"] = blink_onsets(reader.array("blink")) / (reader.num_frames / 25.0)
+    row["blink_rate_real"] = real["blink_rate"]
+    generated: dict[str, np.ndarray] = {}
+    if family.takes_drivers:
+        lfg = lfg_scores(
+            pipe.modules.flow_ae,
+            reader,
+            pipe.modules.resolution,
+            source=options.source,
+            batch_size=options.batch_size,
         )
+        row.update(lfg)
+        for name in ("gt", "pbnet") if options.pbnet else ("gt",):
+            use_pbnet = name == "pbnet"
+            generated[name] = _generate(pipe, reader, options, seed, use_pbnet, lfg["source_index"])
+    else:
+        generated["gt"] = _call_pipeline(pipe, frames[0], reader, options, seed)[0]
+    for name, video in generated.items():
+        scores = video_scores(video, reader)
+        row[f"mouth_corr_{name}"] = scores["mouth_corr"]
+        row[f"blink_rate_{name}"] = scores["blink_rate"]
     return row
 
 
@@ -390,9 +414,11 @@ def run_synth_benchmark(
         ``{"clips": {id: row}, "mean": {metric: value}, "goals": GOALS, "num_clips": n}``; rows
         of a video-driven family hold ``mouth_corr_gt`` (the clip re-voiced with its own speech),
         ``mouth_corr_real`` and ``unchanged_frames`` (no face found, so not re-voiced: they
-        flatter ``mouth_corr_gt``); rows of a portrait family hold ``lfg_psnr``, ``mouth_corr_gt`` (generated, GT drivers), ``mouth_corr_lfg`` (the
-        LFG's own reconstructions: the ceiling through the autoencoder), ``mouth_corr_real`` (the
-        measure's ceiling), ``blink_rate_true/real/gt`` (and ``*_pbnet``) in blinks per second.
+        flatter ``mouth_corr_gt``); rows of a portrait family hold ``mouth_corr_gt`` (generated
+        with the truth the family takes: DAWN's pose and eyes, or the speech alone),
+        ``mouth_corr_real`` (the measure's ceiling), ``blink_rate_true/real/gt`` in blinks per
+        second, and for a family with drivers ``lfg_psnr``, ``mouth_corr_lfg`` (the LFG's own
+        reconstructions: the ceiling through the autoencoder) and ``*_pbnet``.
     """
     from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
 
