@@ -11,8 +11,8 @@ from talkinghead.errors import first_line
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    from talkinghead.eval.evaluate import EvalOptions
     from talkinghead.eval.networks import WEIGHTS_ENV, weights_help
+    from talkinghead.eval.options import EvalOptions
 
     p = sub.add_parser(
         "eval", help="DAWN Table 1 metrics of a folder of videos -> JSON + HTML report",
@@ -63,7 +63,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def add_eval_synth(sub: argparse._SubParsersAction) -> None:
-    from talkinghead.eval.synth_benchmark import SynthBenchOptions as S
+    from talkinghead.eval.options import SynthBenchOptions as S
 
     # a separate command: `eval` takes GENERATED_DIR as its first positional
     p = sub.add_parser(

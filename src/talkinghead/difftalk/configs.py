@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from talkinghead.checkpoints import config_from_dict
-
 
 @dataclass(frozen=True)
 class DiffTalkVQConfig:
@@ -203,6 +201,9 @@ _NESTED: dict[str, type] = {
 
 def difftalk_config_from_dict(data: dict[str, Any]) -> DiffTalkConfig:
     """Rebuild a ``DiffTalkConfig`` from ``dataclasses.asdict`` output (lists become tuples)."""
+    # imported here: this module holds DiffTalkOptions, read to build the CLI without torch
+    from talkinghead.checkpoints import config_from_dict
+
     kwargs = dict(data)
     for name, cls in _NESTED.items():
         if isinstance(kwargs.get(name), dict):

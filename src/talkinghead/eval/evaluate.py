@@ -34,22 +34,12 @@ from talkinghead.eval.metrics import (
     ssim,
 )
 from talkinghead.eval.networks import METRIC_NETWORK, MetricNetworks, load_networks
+from talkinghead.eval.options import EvalOptions
 from talkinghead.eval.protocol import describe_protocol
 
 logger = logging.getLogger(__name__)
 
 TABLE1 = ("FID", "FVD16", "FVD32", "LSE-C", "LSE-D", "CSIM", "BAS", "Blink/s", "PSNR", "SSIM")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """Runtime knobs of ``evaluate_directory``."""
-
-    batch_size: int = 16  # images (or 5-frame SyncNet windows) per network call
-    vshift: int = 15  # SyncNet offsets searched: -vshift..+vshift frames
-    fid_max_frames: int | None = None  # frames per video for FID (None: every frame)
-    csim_max_frames: int = 32  # frames per video for CSIM
-    progress: bool = True  # show a progress bar
 
 
 @dataclass
@@ -125,7 +115,7 @@ def evaluate_directory(
     out_dir: str | Path | None = None,
     weights_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
-    options: EvalOptions = EvalOptions(),
+    options: EvalOptions | None = None,
     networks: MetricNetworks | None = None,
 ) -> EvalResult:
     """Compute Table 1 metrics for ``generated_dir`` (paired by stem with ``reference_dir``).
@@ -134,6 +124,7 @@ def evaluate_directory(
         out_dir: where the feature cache lives (``out_dir/cache``); None disables caching.
         networks: pre-loaded networks (tests); default loads from ``weights_dir`` / env.
     """
+    options = options or EvalOptions()
     nets = networks if networks is not None else load_networks(weights_dir, device)
     gen_videos = list_videos(generated_dir)
     ref_videos = (

@@ -16,7 +16,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from talkinghead.eval.audio_features import mfcc
 from talkinghead.eval.loading import load_official_state_dict
 
 SYNCNET_WEIGHTS_NAME = "syncnet_v2.model"
@@ -94,6 +93,9 @@ def syncnet_features(
     Returns:
         video_feats, audio_feats: (W, 1024) each, W = min(T, S // 640) - 5 windows of 5 frames.
     """
+    # scipy's signal module takes a second to import: not when the CLI builds its flags
+    from talkinghead.eval.audio_features import mfcc
+
     cc = torch.from_numpy(mfcc(audio_16k)).float()  # -> (13, N)
     n = min(len(crops_bgr), len(audio_16k) // 640) - 5
     if n < 1:

@@ -41,7 +41,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,7 @@ from torch import Tensor
 
 from talkinghead.data.synth.style import FaceStyle
 from talkinghead.eval.metrics import count_blinks, psnr
+from talkinghead.eval.options import SynthBenchOptions
 
 if TYPE_CHECKING:
     from talkinghead.face.analysis import FaceState
@@ -83,25 +83,6 @@ _TAU = 25.0  # colour distance scale of the soft assignment
 # up to 40% with pose and hair, and a shallower threshold counts those as blinks.
 _BLINK_DROP = 0.5
 GOALS = {"mouth_corr": 0.6, "lfg_psnr": 28.0}
-
-
-@dataclass(frozen=True)
-class SynthBenchOptions:
-    """Knobs of one benchmark run."""
-
-    num_steps: int = 20  # DDIM steps of the generated videos
-    seed: int = 0  # generation seed (clip i uses seed + i)
-    max_clips: int | None = None  # evaluate only the first N held-out clips
-    batch_size: int = 16  # LFG frames per batch
-    pbnet: bool = False  # also generate with PBNet pose/blinks (blink rate)
-    source: str = "first"  # source frame: the clip's "first" or "open" (half-open mouth, eyes open)
-    # the sampler of families whose options have one (Diffused Heads: "ddim"); None: the family's
-    # default (DAWN always samples with DDIM)
-    sampler: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.source not in ("first", "open"):
-            raise ValueError(f"source={self.source!r} must be 'first' or 'open'")
 
 
 def _share(

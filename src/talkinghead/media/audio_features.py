@@ -18,11 +18,14 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
+if TYPE_CHECKING:  # transformers takes seconds to import: only HuBERT users pay for it
+    from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
 __all__ = [
     "HUBERT_CLIP",
@@ -126,6 +129,8 @@ class HubertFeatureExtractor:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a HuBERT model folder (no config.json)")
+        from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
         model = HubertModel.from_pretrained(str(path), local_files_only=True)
         if (path / "preprocessor_config.json").is_file():
             processor = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
