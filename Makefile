@@ -47,11 +47,12 @@ run: setup
 	@[ -n "$(WEIGHTS)" ] || $(BIN)/talkinghead download --resolution 128
 	$(BIN)/talkinghead generate --image "$(IMAGE)" --audio "$(AUDIO)" -o "$(OUT)" $(if $(WEIGHTS),--weights "$(WEIGHTS)")
 
-# A small 64-px Diffused Heads trained on synthetic faces (CPU; resumable: run it again to continue,
-# the data set and the run pick up where they stopped). Model: $(DH_RUN)/model (talkinghead generate
-# --model $(DH_RUN)/model --image FACE --audio SPEECH --no-crop). Step count unmeasured on 2 cores.
+# A small 64-px Diffused Heads trained on synthetic faces (CPU, about 1.5 h on 2 free cores at 2.1 s a
+# step; resumable: run it again to continue, the data set and the run pick up where they stopped).
+# Model: $(DH_RUN)/model (talkinghead generate --model $(DH_RUN)/model --image FACE --audio SPEECH
+# --no-crop); scores: talkinghead eval-synth $(DH_RUN)/data --weights $(DH_RUN)/model.
 DH_RUN ?= runs/dh-synth
-DH_STEPS ?= 6000
+DH_STEPS ?= 2400
 DH_CLIPS ?= 120
 dh-synth: setup
 	$(BIN)/talkinghead data synth $(DH_RUN)/data --num-clips $(DH_CLIPS) --seconds 4 --resolution 64 \
