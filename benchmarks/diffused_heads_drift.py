@@ -125,10 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--segment-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, device="cpu")
+    pipe = load_pipeline(args.model, device=args.device)
     manifest = read_manifest(args.data)
     entry = manifest.clips[0]
     reader = ClipReader(Path(args.data) / CLIPS_DIR / entry.id, manifest.audio_feature)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             "sampler": args.sampler,
             "steps": args.steps,
             "results": results,
-            **provenance(argv, threads=args.threads, device="cpu"),
+            **provenance(argv, threads=args.threads, device=args.device),
         }
         (args.out / "diffused_heads_drift.json").write_text(json.dumps(result, indent=2))
 

@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the first clip (clip i: +i)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, device="cpu")
+    pipe = load_pipeline(args.model, device=args.device)
     manifest = read_manifest(args.data)
     rows = []
     for i, entry in enumerate(manifest.split("test")[: args.clips]):
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             "reference": list(args.reference),
             "summary": summary,
             "rows": rows,
-            **provenance(argv, threads=args.threads, device="cpu"),
+            **provenance(argv, threads=args.threads, device=args.device),
         }
         (args.out / "diffused_heads_quality.json").write_text(json.dumps(result, indent=2))
 

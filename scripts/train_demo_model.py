@@ -65,26 +65,36 @@ class Budget:
     pbnet: int = 1000  # steps of each PBNet
     a2v: int = 2200  # A2V-FDM steps (the second recipe run's count, MODEL_CARD.md)
     lfg_pairs: str = "mouth"  # "random" for the official pairs (a comparison)
+    # wall-clock budgets (train/time_budget.py): the step counts above become maxima
+    lfg_minutes: float | None = None
+    pbnet_minutes: float | None = None
+    a2v_minutes: float | None = None
+    batch_scale: int = 1  # every stage's batch times this (a GPU has room; same learning rates)
+    loader_workers: int = 0  # DataLoader processes per training process (a GPU waits on data)
 
 
 def stage_config(stage: str, work: Path, budget: Budget):
     """The ``TrainConfig`` of one training stage ("lfg", "pose", "blink", "a2v")."""
     from talkinghead.train.config import TrainConfig
 
-    data, run = str(work / "data"), str(work / stage)
-    common = {"data": data, "run_dir": run, "preset": "demo", "progress": False, "log_every": 50}
+    data, run, k = str(work / "data"), str(work / stage), budget.batch_scale
+    common = {"data": data, "run_dir": run, "preset": "demo", "progress": False, "log_every": 50,
+              "num_workers": budget.loader_workers}  # fmt: skip
     if stage == "lfg":
         return TrainConfig(
-            stage="lfg", steps=budget.lfg, batch_size=8, lr=4e-4, warmup_steps=200,
+            stage="lfg", steps=budget.lfg, time_budget_min=budget.lfg_minutes, batch_size=8 * k,
+            lr=4e-4, warmup_steps=200,
             ckpt_every=250, lfg_pairs=budget.lfg_pairs, **SYNTH_AIDS, **common,
         )  # fmt: skip
     if stage in ("pose", "blink"):
         return TrainConfig(
-            stage="pbnet", net=stage, steps=budget.pbnet, batch_size=16, clip_frames=100,
+            stage="pbnet", net=stage, steps=budget.pbnet, time_budget_min=budget.pbnet_minutes,
+            batch_size=16 * k, clip_frames=100,
             ckpt_every=500, **common,
         )  # fmt: skip
     return TrainConfig(
-        stage="a2v", steps=budget.a2v, batch_size=2, clip_frames=20, lr=5e-4, warmup_steps=50,
+        stage="a2v", steps=budget.a2v, time_budget_min=budget.a2v_minutes, batch_size=2 * k,
+        clip_frames=20, lr=5e-4, warmup_steps=50,
         ckpt_every=50, lfg=str(work / "lfg"), a2v_reference="open", mouth_loss_weight=1.0,
         **common,
     )  # fmt: skip
@@ -93,6 +103,7 @@ def stage_config(stage: str, work: Path, budget: Budget):
 def lfg_validator(task, work: Path, every: int) -> Callable[[int, float], None]:
     """A ``hook(step, loss)`` printing the LFG's held-out mouth correlation and PSNR (rank 0)."""
     import numpy as np
+    import torch
 
     from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
     from talkinghead.eval.synth_benchmark import lfg_scores
@@ -107,9 +118,11 @@ def lfg_validator(task, work: Path, every: int) -> Callable[[int, float], None]:
             return
         model = task.model
         model.eval()
-        scores = [
-            lfg_scores(model, r, manifest.resolution, source="open", batch_size=25) for r in readers
-        ]
+        with torch.no_grad():
+            scores = [
+                lfg_scores(model, r, manifest.resolution, source="open", batch_size=25)
+                for r in readers
+            ]
         model.train()
         row = {"step": step, "loss": loss}
         row.update(
@@ -150,14 +163,23 @@ def stage_torchrun(stage: str, args: argparse.Namespace) -> None:
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
-    return ["--lfg-steps", str(args.lfg_steps), "--pbnet-steps", str(args.pbnet_steps),
-            "--a2v-steps", str(args.a2v_steps), "--lfg-pairs", args.lfg_pairs]  # fmt: skip
+    flags = ["--lfg-steps", str(args.lfg_steps), "--pbnet-steps", str(args.pbnet_steps),
+             "--a2v-steps", str(args.a2v_steps), "--lfg-pairs", args.lfg_pairs,
+             "--batch-scale", str(args.batch_scale),
+             "--loader-workers", str(args.loader_workers)]  # fmt: skip
+    for name in ("lfg_minutes", "pbnet_minutes", "a2v_minutes"):
+        if getattr(args, name) is not None:
+            flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    return flags
 
 
 def make_data(work: Path) -> None:
     from talkinghead.data.synth.clips import write_synth_dataset
 
-    manifest = write_synth_dataset(work / "data", workers=2, video=False, progress=False, **DATA)
+    workers = len(os.sched_getaffinity(0))
+    manifest = write_synth_dataset(
+        work / "data", workers=workers, video=False, progress=False, **DATA
+    )
     say(f"data: {len(manifest.split('train'))} train, {len(manifest.split('test'))} held-out clips")
 
 
@@ -232,6 +254,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pbnet-steps", type=int, default=Budget.pbnet)
     p.add_argument("--a2v-steps", type=int, default=Budget.a2v)
     p.add_argument("--lfg-pairs", choices=("mouth", "random"), default=Budget.lfg_pairs)
+    for stage in ("lfg", "pbnet", "a2v"):
+        p.add_argument(
+            f"--{stage}-minutes",
+            type=float,
+            default=None,
+            help=f"train {stage} for about this long (its --{stage}-steps: a maximum)",
+        )
+    p.add_argument(
+        "--batch-scale",
+        type=int,
+        default=Budget.batch_scale,
+        help="multiply every stage's batch (on a GPU)",
+    )
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        default=Budget.loader_workers,
+        help="data-loading processes per training process (on a GPU)",
+    )
     p.add_argument("--val-every", type=int, default=400, help="LFG held-out check every N steps")
     p.add_argument("--eval-clips", type=int, default=20, help="held-out clips to score")
     p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the scored videos")
@@ -248,7 +289,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    budget = Budget(args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs)
+    budget = Budget(
+        args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs,
+        args.lfg_minutes, args.pbnet_minutes, args.a2v_minutes, args.batch_scale,
+        args.loader_workers,
+    )  # fmt: skip
     if args.stage and args.stage.startswith("eval:"):
         evaluate_shard(args, args.stage.removeprefix("eval:"))
         return 0

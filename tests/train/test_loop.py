@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,30 @@ def test_lr_schedule() -> None:
     )
     assert [lr_at(cfg, s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
     assert lr_at(cfg, 10) == pytest.approx(0.0) and lr_at(cfg, 6) == pytest.approx(0.5)
+
+
+def test_time_budget_fixes_the_step_count_early_and_resume_keeps_it(
+    synth_data: Path, tmp_path: Path
+) -> None:
+    """Each step sleeps 0.05 s (a hook), so a 3-s budget holds at most 60 of the 10,000 steps."""
+    from talkinghead.train.time_budget import PROBE_STEPS, SETTLE_STEPS
+
+    def slow(done: int, loss: float) -> None:
+        time.sleep(0.05)
+
+    probe_end = SETTLE_STEPS + PROBE_STEPS
+    cfg = _cfg("pbnet", synth_data, tmp_path / "run", steps=10_000, time_budget_min=0.05,
+               clip_frames=16, warmup_steps=probe_end, lr_min=0.0)  # fmt: skip
+    result = run_stage(cfg, hooks=[slow])
+    assert probe_end <= result.step <= 60
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["budget_steps"] == ckpt["step"] == result.step
+    assert ckpt["config"]["steps"] == result.step
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "log.jsonl").open()]
+    # the cosine decay ends at the decided step, as if the run had been started with that count
+    fitted = dataclasses.replace(cfg.resolve(), steps=result.step)
+    assert lrs == pytest.approx([lr_at(fitted, s) for s in range(result.step)])
+    assert run_stage(cfg, resume=True).step == result.step  # no second measurement
 
 
 def _free_port() -> int:

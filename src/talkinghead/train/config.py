@@ -113,6 +113,9 @@ class TrainConfig:
     run_dir: str  # checkpoints, logs, samples and the resolved config go here
     preset: str = "tiny"  # architecture preset (configs.PRESETS); audio width follows the data
     steps: int = 1000  # optimiser steps in total
+    # train for about this many minutes: the step count (at most --steps) is fixed from the
+    # speed of the first steps, before a warm-up of at least that length ends (loop.py)
+    time_budget_min: float | None = None
     batch_size: int | None = None  # items per optimiser step and process (before accumulation)
     grad_accum: int = 1  # micro-batches accumulated per optimiser step
     optimizer: str | None = None  # "adam" | "adamw"
@@ -186,6 +189,8 @@ class TrainConfig:
             value, allowed = getattr(self, name), self.CHOICES[name]
             if value is not None and value not in allowed:
                 raise ValueError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"time_budget_min={self.time_budget_min} must be > 0")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if self.student_steps is not None and self.student_steps < 1:

@@ -18,12 +18,15 @@ datasets (seeded per epoch and item), the step's ``torch.Generator`` handed to t
 A resumed run therefore computes the same next loss as one that was never stopped; the checkpoint
 records the scheme under ``rng``. Ctrl-C / SIGTERM finish the current step, write a checkpoint and
 stop; checkpoints are written to a temp file and renamed, so a kill never leaves a torn one.
+``time_budget_min`` turns a wall-clock budget into the step count early in the run
+(``train/time_budget.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -46,6 +49,7 @@ from tqdm.auto import tqdm
 from talkinghead.files import atomic_output
 from talkinghead.train.config import TrainConfig
 from talkinghead.train.data_order import EpochItems, ResumableBatchSampler, derive_seed, to_device
+from talkinghead.train.time_budget import StepBudget
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +257,16 @@ def train(
     model, objective = task.model, task.objective.to(info.device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = build_optimizer(cfg, model)
-    step = 0
+    step, budget_steps = 0, None
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, info.device)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        step = int(ckpt["step"])
+        step, budget_steps = int(ckpt["step"]), ckpt.get("budget_steps")
         logger.info("resumed %s at step %d", run_dir, step)
+    if budget_steps is not None:  # a time-budgeted run keeps the count it decided
+        cfg = dataclasses.replace(cfg, steps=budget_steps)
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
         # The official UNet carries layers its forward never calls (the cross-attention blocks
@@ -297,6 +303,7 @@ def train(
             "config": cfg.to_dict(),
             "model_config": task.model_config,
             "rng": {"scheme": "per micro-batch: (seed, rank, index)", "seed": cfg.seed},
+            "budget_steps": budget_steps,
         }
 
     result = TrainResult(step=step, run_dir=run_dir)
@@ -308,6 +315,9 @@ def train(
         desc=f"train {cfg.stage}",
         unit="step",
     )
+    budget = None
+    if cfg.time_budget_min is not None and budget_steps is None:
+        budget = StepBudget(cfg.time_budget_min, cfg.steps, step)
     devices = [info.device] if info.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _StopFlag() as stop:
         try:
@@ -345,6 +355,15 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 ema_update(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
                 step += 1
+                decided = budget.after_step(step, info.world_size) if budget else None
+                if decided is not None:
+                    budget_steps = decided
+                    cfg = dataclasses.replace(cfg, steps=decided)
+                    bar.total = decided
+                    bar.refresh()
+                    if info.is_main:
+                        cfg.save(run_dir)
+                        logger.info("time budget: %d steps in %s", decided, run_dir)
                 loss_value = float(total)
                 result.losses.append(loss_value)
                 result.step = step
