@@ -295,3 +295,17 @@ def test_cli_train_and_export(synth_data: Path, tmp_path: Path) -> None:
     assert main([*base, "--steps", "3", *small, "--resume", "--export", str(model)]) == 0
     assert load_checkpoint(run / CHECKPOINT)["step"] == 3
     assert (model / "pose" / "model.safetensors").is_file()
+
+
+def test_a2v_init_from_a_run_or_an_exported_model(synth_data, lfg_run, a2v_run, tmp_path) -> None:
+    """A fine-tune starts from the EMA weights, whether it is given the run or its export."""
+    model_dir = tmp_path / "model"
+    export_run(a2v_run[0], model_dir)
+    ema = load_checkpoint(a2v_run[0])["ema"]
+    for source in (a2v_run[0], model_dir):
+        cfg = _cfg("a2v", synth_data, tmp_path / "run", clip_frames=8, lfg=str(lfg_run[0]),
+                   init_from=str(source))  # fmt: skip
+        state = build_a2v_task(cfg.resolve()).model.state_dict()
+        assert state.keys() == ema.keys()
+        for key, value in ema.items():
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)

@@ -45,6 +45,7 @@ from talkinghead.dawn.training.losses import mouth_mask
 from talkinghead.diffusion.losses import predict_x0, q_sample, sample_timesteps
 from talkinghead.diffusion.samplers import ddim_sample, dynamic_threshold
 from talkinghead.diffusion.schedules import cosine_alphas_cumprod, ddim_timesteps
+from talkinghead.model_index import has_model_index
 from talkinghead.train.config import TrainConfig, model_config_for_data
 from talkinghead.train.loop import Task, TrainResult, load_checkpoint, seeded, train
 
@@ -242,14 +243,18 @@ def clip_task(
     """The ``Task`` of a stage that trains ``nets.unet`` on A2V clips (``a2v``, ``a2v-distill``).
 
     Args:
-        nets: the networks (``init_from`` replaces their weights by that run's EMA ones).
+        nets: the networks (``init_from`` replaces their weights by that run's EMA ones, or by
+            those of a model directory).
         lfg: the frozen LFG of the ground-truth latents.
         dawn: the architecture (saved with the checkpoints, with ``info``: ``audio_features``,
             ``lfg`` and what else the stage records).
         sample_steps, eta: the DDIM sampling of the previews.
         wrap: turns the ``A2VObjective`` into the stage's objective.
     """
-    if cfg.init_from:
+    if cfg.init_from and has_model_index(cfg.init_from):  # an exported model dir
+        for name, net in nets.named_children():
+            net.load_state_dict(load_trained(cfg.init_from, name)[0].state_dict())
+    elif cfg.init_from:  # a run dir / checkpoint: its EMA weights
         nets.load_state_dict(load_checkpoint(cfg.init_from)["ema"])
     dataset = clip_dataset(cfg)
     objective = A2VObjective(nets, lfg, cfg, dawn.diffusion)
