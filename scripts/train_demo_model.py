@@ -1,4 +1,4 @@
-"""The packaged demo model from nothing in one command, ``make demo-model`` (CPU, ~2.5 h on 2 cores).
+"""The packaged demo model from nothing in one command, ``make demo-model`` (GPU minutes, CPU hours).
 
 Steps, each skipped when its ``WORK/done/<step>`` marker exists, so a re-run resumes where it
 stopped (the training stages resume from their last checkpoint, ``train/loop.py``):
@@ -10,8 +10,10 @@ stopped (the training stages resume from their last checkpoint, ``train/loop.py`
    are printed and appended to ``lfg/val.jsonl`` (a run whose correlation stays near 0 is dead:
    stop it and change the recipe);
 3. ``pose``, ``blink``: the two PBNets;
-4. ``a2v``: the A2V-FDM denoiser (stage-1 clips, half-open-mouth reference frames);
-5. ``export``: the EMA networks into ``--model-dir`` (a DAWN model directory with
+4. ``a2v``: the A2V-FDM denoiser (stage-1 clips, half-open-mouth reference frames), then
+   ``a2v-tune1``, ``a2v-tune2``...: warm restarts of its cosine schedule (``--a2v-tunes``: steps,
+   peak learning rate, batch and processes of each), each from the EMA weights of the one before;
+5. ``export``: the EMA networks (the last A2V-FDM run's) into ``--model-dir`` (a DAWN model directory with
    ``model_index.json``, ``dawn/training/export.py``; the folder is replaced whole) and the demo
    portrait, speech and ``portrait.json`` beside it (``demo.make_demo_assets``);
 6. ``eval``: ``talkinghead eval-synth``'s benchmark (``eval/synth_benchmark.py``) of the exported
@@ -20,26 +22,33 @@ stopped (the training stages resume from their last checkpoint, ``train/loop.py`
 
 Everything goes to ``--work`` (default ``runs/demo_model``, ignored by git); ``times.json`` there
 holds each step's wall and CPU time (all processes; interrupted tries add up). LFG and A2V-FDM run
-under ``torchrun`` with ``--procs`` processes of one thread each, the PBNets in one process
-(``--only pose,blink`` runs them beside a running LFG). ``--stage NAME`` is what torchrun and the
-evaluation processes call; it is not meant to be run by hand.
+under ``torchrun`` with ``--procs`` processes of one thread each (on a CUDA machine each process
+takes a GPU), the PBNets in one process (``--only pose,blink`` runs them beside a running LFG).
+``--stage NAME`` is what torchrun and the evaluation processes call; it is not meant to be run by
+hand.
+
+The defaults are the shipped model's recipe (MODEL_CARD.md): its counts are the ones an H200 run
+with ``--lfg-minutes 3 --pbnet-minutes 1.5 --a2v-minutes 3.25`` decided, the second fine-tune the
+one a 65-minute 2-core CPU run decided. On one GPU add ``--loader-workers 3``; on a CPU the recipe
+takes hours and resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from talkinghead.train.recipe import one_thread_env, run_steps, say, torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("data", "lfg", "pose", "blink", "a2v", "export", "eval")
+STEPS = ("data", "lfg", "pose", "blink", "a2v", "export", "eval")  # plus the a2v-tune steps
 DATA = {
     "num_clips": 240,
     "seconds": 4.0,
@@ -58,23 +67,56 @@ VAL_CLIPS = 4  # held-out clips of the LFG check during training
 
 
 @dataclass(frozen=True)
-class Budget:
-    """Steps per stage (the defaults take about 2.5 h on 2 free cores; the recipe resumes)."""
+class Tune:
+    """One warm restart of the A2V-FDM: ``steps`` at peak ``lr``, ``batch`` per process."""
 
-    lfg: int = 1000  # LFG optimiser steps
-    pbnet: int = 1000  # steps of each PBNet
-    a2v: int = 2200  # A2V-FDM steps (the second recipe run's count, MODEL_CARD.md)
+    steps: int
+    lr: float
+    batch: int
+    procs: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Tune:
+        """``"STEPS:LR:BATCH:PROCS"``, e.g. ``"800:3e-4:8:1"``."""
+        try:
+            steps, lr, batch, procs = spec.split(":")
+            return cls(int(steps), float(lr), int(batch), int(procs))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{spec!r} is not STEPS:LR:BATCH:PROCS") from None
+
+    def __str__(self) -> str:
+        return f"{self.steps}:{self.lr:g}:{self.batch}:{self.procs}"
+
+
+SHIPPED_TUNES = (Tune(800, 3e-4, 8, 1), Tune(1937, 1.5e-4, 2, 2))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Steps per stage; the defaults are the shipped model's (see the module doc)."""
+
+    lfg: int = 3375  # LFG optimiser steps
+    pbnet: int = 3000  # steps of each PBNet
+    a2v: int = 712  # A2V-FDM steps before the fine-tunes
     lfg_pairs: str = "mouth"  # "random" for the official pairs (a comparison)
     # wall-clock budgets (train/time_budget.py): the step counts above become maxima
     lfg_minutes: float | None = None
     pbnet_minutes: float | None = None
     a2v_minutes: float | None = None
-    batch_scale: int = 1  # every stage's batch times this (a GPU has room; same learning rates)
+    batch_scale: int = 4  # every stage's batch times this (LFG 32, PBNet 64, A2V-FDM 8)
     loader_workers: int = 0  # DataLoader processes per training process (a GPU waits on data)
+    a2v_tunes: tuple[Tune, ...] = field(default=SHIPPED_TUNES)
+
+    def a2v_runs(self) -> list[str]:
+        """The A2V-FDM steps in order: ``a2v``, ``a2v-tune1``, ..."""
+        return ["a2v", *(f"a2v-tune{i}" for i in range(1, len(self.a2v_tunes) + 1))]
+
+    def steps(self) -> list[str]:
+        return [*STEPS[:4], *self.a2v_runs(), *STEPS[5:]]
 
 
 def stage_config(stage: str, work: Path, budget: Budget):
-    """The ``TrainConfig`` of one training stage ("lfg", "pose", "blink", "a2v")."""
+    """The ``TrainConfig`` of one training stage ("lfg", "pose", "blink", "a2v", "a2v-tuneN")."""
     from talkinghead.train.config import TrainConfig
 
     data, run, k = str(work / "data"), str(work / stage), budget.batch_scale
@@ -92,11 +134,20 @@ def stage_config(stage: str, work: Path, budget: Budget):
             batch_size=16 * k, clip_frames=100,
             ckpt_every=500, **common,
         )  # fmt: skip
-    return TrainConfig(
+    a2v = TrainConfig(
         stage="a2v", steps=budget.a2v, time_budget_min=budget.a2v_minutes, batch_size=2 * k,
         clip_frames=20, lr=5e-4, warmup_steps=50,
         ckpt_every=50, lfg=str(work / "lfg"), a2v_reference="open", mouth_loss_weight=1.0,
         **common,
+    )  # fmt: skip
+    runs = budget.a2v_runs()
+    if stage == "a2v":
+        return a2v
+    i = runs.index(stage)
+    tune = budget.a2v_tunes[i - 1]
+    return dataclasses.replace(
+        a2v, steps=tune.steps, lr=tune.lr, batch_size=tune.batch, time_budget_min=None,
+        init_from=str(work / runs[i - 1]),
     )  # fmt: skip
 
 
@@ -142,7 +193,7 @@ def run_training_stage(stage: str, work: Path, budget: Budget, val_every: int) -
 
     from talkinghead.train import run_stage
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = stage_config(stage, work, budget).resolve()
     if stage != "lfg":
         result = run_stage(cfg, resume=True)
@@ -158,15 +209,19 @@ def run_training_stage(stage: str, work: Path, budget: Budget, val_every: int) -
 
 def stage_torchrun(stage: str, args: argparse.Namespace) -> None:
     procs = 1 if stage in ("pose", "blink") else args.procs  # the small PBNets: one process
+    if stage.startswith("a2v-tune"):
+        procs = args.a2v_tunes[int(stage.removeprefix("a2v-tune")) - 1].procs
     argv = ["--stage", stage, "--work", str(args.work), "--val-every", str(args.val_every)]
-    torchrun(__file__, [*argv, *budget_flags(args)], procs)
+    threads = max(1, len(os.sched_getaffinity(0)) // procs)  # a CPU's cores split between them
+    torchrun(__file__, [*argv, *budget_flags(args)], procs, threads)
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--lfg-steps", str(args.lfg_steps), "--pbnet-steps", str(args.pbnet_steps),
              "--a2v-steps", str(args.a2v_steps), "--lfg-pairs", args.lfg_pairs,
              "--batch-scale", str(args.batch_scale),
-             "--loader-workers", str(args.loader_workers)]  # fmt: skip
+             "--loader-workers", str(args.loader_workers),
+             "--a2v-tunes", *map(str, args.a2v_tunes)]  # fmt: skip
     for name in ("lfg_minutes", "pbnet_minutes", "a2v_minutes"):
         if getattr(args, name) is not None:
             flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
@@ -183,7 +238,7 @@ def make_data(work: Path) -> None:
     say(f"data: {len(manifest.split('train'))} train, {len(manifest.split('test'))} held-out clips")
 
 
-def export_model(work: Path, model_dir: Path) -> None:
+def export_model(work: Path, model_dir: Path, a2v_run: str) -> None:
     """The trained networks into ``model_dir`` (replaced whole), the demo assets beside it."""
     from talkinghead.demo import make_demo_assets
     from talkinghead.files import atomic_directory
@@ -191,7 +246,7 @@ def export_model(work: Path, model_dir: Path) -> None:
 
     with atomic_directory(model_dir) as tmp:
         # a2v writes unet, face_loc and the LFG it was trained with (its checkpoint names it)
-        for stage in ("a2v", "pose", "blink"):
+        for stage in (a2v_run, "pose", "blink"):
             for path in export_run(work / stage, tmp):
                 say(f"export: {stage} -> {path.name}")
     make_demo_assets(
@@ -249,51 +304,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data, checkpoints, done/ markers, times.json, eval.json")  # fmt: skip
     p.add_argument("--model-dir", type=Path, default=ROOT / "src/talkinghead/assets/demo/model",
                    help="exported model directory; the demo assets go to its parent")  # fmt: skip
-    p.add_argument("--procs", type=int, default=2, help="training processes (one thread each)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="LFG / A2V-FDM training processes (one thread or one GPU each)")  # fmt: skip
     p.add_argument("--lfg-steps", type=int, default=Budget.lfg)
     p.add_argument("--pbnet-steps", type=int, default=Budget.pbnet)
     p.add_argument("--a2v-steps", type=int, default=Budget.a2v)
     p.add_argument("--lfg-pairs", choices=("mouth", "random"), default=Budget.lfg_pairs)
     for stage in ("lfg", "pbnet", "a2v"):
-        p.add_argument(
-            f"--{stage}-minutes",
-            type=float,
-            default=None,
-            help=f"train {stage} for about this long (its --{stage}-steps: a maximum)",
-        )
-    p.add_argument(
-        "--batch-scale",
-        type=int,
-        default=Budget.batch_scale,
-        help="multiply every stage's batch (on a GPU)",
-    )
-    p.add_argument(
-        "--loader-workers",
-        type=int,
-        default=Budget.loader_workers,
-        help="data-loading processes per training process (on a GPU)",
-    )
-    p.add_argument("--val-every", type=int, default=400, help="LFG held-out check every N steps")
+        p.add_argument(f"--{stage}-minutes", type=float, default=None,
+                       help=f"train {stage} for about this long (--{stage}-steps: a maximum)")  # fmt: skip
+    p.add_argument("--a2v-tunes", nargs="*", type=Tune.parse, default=list(SHIPPED_TUNES),
+                   metavar="STEPS:LR:BATCH:PROCS",
+                   help="A2V-FDM warm restarts after a2v (the flag alone: none)")  # fmt: skip
+    p.add_argument("--batch-scale", type=int, default=Budget.batch_scale,
+                   help="multiply every stage's batch")  # fmt: skip
+    p.add_argument("--loader-workers", type=int, default=Budget.loader_workers,
+                   help="data-loading processes per training process (on a GPU)")  # fmt: skip
+    p.add_argument("--val-every", type=int, default=1000, help="LFG held-out check every N steps")
     p.add_argument("--eval-clips", type=int, default=20, help="held-out clips to score")
     p.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the scored videos")
     p.add_argument("--eval-shards", type=int, default=4, help="evaluation processes")
-    p.add_argument("--until", choices=STEPS, default=None, help="stop after this step")
+    p.add_argument("--until", default=None, help="stop after this step")
     p.add_argument("--only", default=None, help="comma-separated steps (pose,blink beside an lfg)")
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # torchrun's / eval's entry
     args = p.parse_args(argv)
-    if args.only and not set(args.only.split(",")) <= set(STEPS):
-        p.error(f"--only takes steps among {', '.join(STEPS)}")
+    args.budget = Budget(
+        args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs,
+        args.lfg_minutes, args.pbnet_minutes, args.a2v_minutes, args.batch_scale,
+        args.loader_workers, tuple(args.a2v_tunes),
+    )  # fmt: skip
+    steps = args.budget.steps()
+    wanted = (args.only.split(",") if args.only else []) + ([args.until] if args.until else [])
+    if not set(wanted) <= set(steps):
+        p.error(f"--only and --until take steps among {', '.join(steps)}")
     args.work, args.model_dir = args.work.resolve(), args.model_dir.resolve()
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    budget = Budget(
-        args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs,
-        args.lfg_minutes, args.pbnet_minutes, args.a2v_minutes, args.batch_scale,
-        args.loader_workers,
-    )  # fmt: skip
+    budget = args.budget
     if args.stage and args.stage.startswith("eval:"):
         evaluate_shard(args, args.stage.removeprefix("eval:"))
         return 0
@@ -302,14 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     say(f"demo model recipe in {args.work} ({args.procs} processes; budget {budget})")
+    training = ("lfg", "pose", "blink", *budget.a2v_runs())
     actions = {
         "data": lambda: make_data(args.work),
-        **{s: (lambda s=s: stage_torchrun(s, args)) for s in ("lfg", "pose", "blink", "a2v")},
-        "export": lambda: export_model(args.work, args.model_dir),
+        **{s: (lambda s=s: stage_torchrun(s, args)) for s in training},
+        "export": lambda: export_model(args.work, args.model_dir, budget.a2v_runs()[-1]),
         "eval": lambda: evaluate(args),
     }
     only = set(args.only.split(",")) if args.only else None
-    run_steps(args.work, [(name, actions[name]) for name in STEPS], until=args.until, only=only)
+    steps = [(name, actions[name]) for name in budget.steps()]
+    run_steps(args.work, steps, until=args.until, only=only)
     return 0
 
 

@@ -37,3 +37,21 @@ def test_only_names_known_steps(recipe, tmp_path: Path) -> None:
     assert args.work == tmp_path.resolve() and args.eval_shards == 4
     with pytest.raises(SystemExit):
         recipe.parse_args(["--only", "export,evaluate"])
+
+
+def test_a2v_tunes_restart_from_the_run_before(recipe, tmp_path: Path) -> None:
+    args = recipe.parse_args(["--work", str(tmp_path), "--a2v-tunes", "10:3e-4:8:1", "5:1e-4:2:2"])
+    budget = args.budget
+    assert budget.steps() == [
+        "data", "lfg", "pose", "blink", "a2v", "a2v-tune1", "a2v-tune2", "export", "eval",
+    ]  # fmt: skip
+    second = recipe.stage_config("a2v-tune2", tmp_path, budget).resolve()
+    assert (second.steps, second.lr, second.batch_size) == (5, 1e-4, 2)
+    assert second.init_from == str(tmp_path / "a2v-tune1")
+    assert second.run_dir == str(tmp_path / "a2v-tune2") and second.a2v_reference == "open"
+    assert recipe.parse_args(["--a2v-tunes"]).budget.a2v_runs() == ["a2v"]
+    flags = recipe.budget_flags(args)  # what the torchrun children rebuild the budget from
+    assert recipe.parse_args(["--work", str(tmp_path), *flags]).budget == budget
+    for bad in (["--a2v-tunes", "10:3e-4"], ["--until", "a2v-tune3"]):
+        with pytest.raises(SystemExit):
+            recipe.parse_args(["--work", str(tmp_path), *bad])

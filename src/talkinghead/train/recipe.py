@@ -7,8 +7,8 @@ stages themselves resume from their last checkpoint, ``train/loop.py``). Each st
 time (this process and its children) is added up in ``WORK/times.json``; an interrupted try counts
 too, so the file holds what the recipe really cost.
 
-``torchrun`` starts a training stage in ``procs`` processes of one thread each (DDP over gloo on
-CPU), the way the recipes train on a few cores.
+``torchrun`` starts a training stage in ``procs`` processes (DDP over gloo on CPU, nccl on CUDA)
+of ``threads`` threads each, the way the recipes train on a few cores.
 """
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ def one_thread_env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def torchrun(script: str | Path, argv: Sequence[str], procs: int) -> None:
-    """Run ``python script *argv`` in ``procs`` one-thread processes under torch.distributed.run."""
+def torchrun(script: str | Path, argv: Sequence[str], procs: int, threads: int = 1) -> None:
+    """Run ``python script *argv`` in ``procs`` processes of ``threads`` threads under
+    torch.distributed.run."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={procs}", str(script), *argv,
     ]  # fmt: skip
-    subprocess.run(cmd, check=True, env=one_thread_env())
+    subprocess.run(cmd, check=True, env=dict(one_thread_env(), OMP_NUM_THREADS=str(threads)))
