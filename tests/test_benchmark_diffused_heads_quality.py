@@ -1,4 +1,4 @@
-"""benchmarks/diffused_heads_quality.py and diffused_heads_drift.py on a tiny random model and a
+"""benchmarks/diffused_heads_quality.py, diffused_heads_drift.py and diffused_heads_probe.py on a tiny random model and a
 tiny synthetic set: their rows, tables and JSON (the numbers of random weights mean nothing)."""
 
 from __future__ import annotations
@@ -81,3 +81,22 @@ def test_drift_segments_with_and_without_stabilize(model_and_data, tmp_path: Pat
     first = runs[0]["segments"][0]
     assert first["sharpness"] > 0 and first["colour_shift"] >= 0
     assert runs[0]["segments"] != runs[1]["segments"]  # re-anchoring changes the frames
+
+
+def test_probe_rows_under_true_conditions(model_and_data, tmp_path: Path) -> None:
+    model, data = model_and_data
+    proc = _run(
+        "diffused_heads_probe.py",
+        *("--model", str(model), "--data", str(data), "--frame", "5", "--autoregressive", "3"),
+        *("--seeds", "2", "--threads", "1", "--out", str(tmp_path)),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "diffused_heads_probe.json").read_text())
+    assert list(rows["one_step"]) == list(rows["ddim_from"]) == ["50", "300", "600", "900", "999"]
+    assert list(rows["sampler"]) == ["ancestral:20", "ancestral:100", "ddim:20", "dpmpp-2m:20"]
+    assert len(rows["autoregressive"]) == 3 and 0 < rows["copy_previous"] < 60
+    assert "copy the previous true frame" in proc.stdout
+    bad = _run(
+        "diffused_heads_probe.py", "--model", str(model), "--data", str(data), "--frame", "1"
+    )
+    assert bad.returncode == 2 and "--frame" in bad.stderr
