@@ -27,11 +27,12 @@ test: setup $(VENV)/.serve-extras
 demo: setup
 	$(BIN)/talkinghead demo -o demo.mp4
 
-# Retrain the packaged demo model from nothing (CPU, ~2.5 h on 2 cores; resumes when re-run).
-# Data, checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the
-# model replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py.
+# Retrain the packaged demo model from nothing with its recipe's step counts (about 15 min on one
+# H200 with DEMO_FLAGS=--loader-workers 3; hours on a CPU, and it resumes when re-run). Data,
+# checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the model
+# replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py and MODEL_CARD.md.
 demo-model: setup
-	$(BIN)/python scripts/train_demo_model.py
+	$(BIN)/python scripts/train_demo_model.py $(DEMO_FLAGS)
 
 # A small DiffTalk trained on synthetic faces (CPU, about an hour on 2 cores; resumable: run it again
 # after a stop). Writes runs/difftalk_small/{model,demo,eval.json}. FACE3D: the 3DDFA_V2 assets.

@@ -22,8 +22,8 @@ stopped (the training stages resume from their last checkpoint, ``train/loop.py`
 
 Everything goes to ``--work`` (default ``runs/demo_model``, ignored by git); ``times.json`` there
 holds each step's wall and CPU time (all processes; interrupted tries add up). LFG and A2V-FDM run
-under ``torchrun`` with ``--procs`` processes of one thread each (on a CUDA machine each process
-takes a GPU), the PBNets in one process (``--only pose,blink`` runs them beside a running LFG).
+under ``torchrun`` with ``--procs`` processes (on a CPU the cores split between them; on a CUDA
+machine one GPU each, and a step of more processes than GPUs runs in fewer with the same batch), the PBNets in one process (``--only pose,blink`` runs them beside a running LFG).
 ``--stage NAME`` is what torchrun and the evaluation processes call; it is not meant to be run by
 hand.
 
@@ -86,6 +86,13 @@ class Tune:
 
     def __str__(self) -> str:
         return f"{self.steps}:{self.lr:g}:{self.batch}:{self.procs}"
+
+    def on_gpus(self, gpus: int) -> Tune:
+        """The same step on a machine with ``gpus`` CUDA devices (0: a CPU): at most one process
+        per GPU, the batch per process raised to keep the batch of a step."""
+        if gpus == 0 or self.procs <= gpus:
+            return self
+        return dataclasses.replace(self, batch=self.batch * self.procs // gpus, procs=gpus)
 
 
 SHIPPED_TUNES = (Tune(800, 3e-4, 8, 1), Tune(1937, 1.5e-4, 2, 2))
@@ -298,6 +305,12 @@ def evaluate_shard(args: argparse.Namespace, shard: str) -> None:
     say(f"eval shard {i}/{n}: {summary['num_clips']} clips")
 
 
+def cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "demo_model",
@@ -328,6 +341,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="comma-separated steps (pose,blink beside an lfg)")
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # torchrun's / eval's entry
     args = p.parse_args(argv)
+    if not args.stage:  # the parent: fit the processes to this machine's GPUs, once
+        gpus = cuda_devices()
+        args.a2v_tunes = [tune.on_gpus(gpus) for tune in args.a2v_tunes]
+        args.procs = min(args.procs, gpus) if gpus else args.procs
     args.budget = Budget(
         args.lfg_steps, args.pbnet_steps, args.a2v_steps, args.lfg_pairs,
         args.lfg_minutes, args.pbnet_minutes, args.a2v_minutes, args.batch_scale,

@@ -55,3 +55,9 @@ def test_a2v_tunes_restart_from_the_run_before(recipe, tmp_path: Path) -> None:
     for bad in (["--a2v-tunes", "10:3e-4"], ["--until", "a2v-tune3"]):
         with pytest.raises(SystemExit):
             recipe.parse_args(["--work", str(tmp_path), *bad])
+
+
+def test_tunes_fit_the_gpus(recipe) -> None:
+    tune = recipe.Tune(100, 1e-4, 2, 2)
+    assert tune.on_gpus(0) == tune and tune.on_gpus(2) == tune  # a CPU, or a GPU per process
+    assert tune.on_gpus(1) == recipe.Tune(100, 1e-4, 4, 1)  # the same 4 clips a step
