@@ -23,9 +23,9 @@ stopped (the training stages resume from their last checkpoint, ``train/loop.py`
 Everything goes to ``--work`` (default ``runs/demo_model``, ignored by git); ``times.json`` there
 holds each step's wall and CPU time (all processes; interrupted tries add up). LFG and A2V-FDM run
 under ``torchrun`` with ``--procs`` processes (on a CPU the cores split between them; on a CUDA
-machine one GPU each, and a step of more processes than GPUs runs in fewer with the same batch), the PBNets in one process (``--only pose,blink`` runs them beside a running LFG).
-``--stage NAME`` is what torchrun and the evaluation processes call; it is not meant to be run by
-hand.
+machine one GPU each, and a step of more processes than GPUs runs in fewer with the same batch),
+the PBNets in one process (``--only pose,blink`` runs them beside a running LFG). ``--stage NAME``
+is what torchrun and the evaluation processes call; it is not meant to be run by hand.
 
 The defaults are the shipped model's recipe (MODEL_CARD.md): its counts are the ones an H200 run
 with ``--lfg-minutes 3 --pbnet-minutes 1.5 --a2v-minutes 3.25`` decided, the second fine-tune the
