@@ -19,9 +19,9 @@ import torch
 from talkinghead.demo import DEMO_DIR, FACE_FILE, make_demo_assets
 from talkinghead.eval.demo_mouth import demo_mouth, render_demo_frames, speech_envelope
 
-# To be set from the correlation `scripts/demo_model_card.py --steps 10` prints for the first
-# shipped model of `make demo-model`, with margin (MODEL_CARD.md). None: not set, the test skips.
-MIN_CORR: float | None = None
+# `scripts/demo_model_card.py --steps 10` printed r = +0.804 for the shipped model (MODEL_CARD.md);
+# the margin covers thread-count and platform differences in the sampled noise path.
+MIN_CORR = 0.55
 
 
 def test_speech_envelope_follows_loudness() -> None:
@@ -41,18 +41,14 @@ def test_demo_assets_hold_a_half_open_portrait(tmp_path) -> None:
     still = np.repeat(cv2.imread(str(paths["portrait"]))[None, :, :, ::-1], 5, 0)  # RGB
     mouth = demo_mouth(still, np.zeros(16000, np.float32), tmp_path)
     assert mouth.opening.shape == (5,) and np.ptp(mouth.opening) == 0 and mouth.opening[0] > 0
+    old = tmp_path / "pre-recipe"  # a portrait.json from before the recipe: no mouth box
+    old.mkdir()
+    (old / FACE_FILE).write_text(json.dumps({k: v for k, v in face.items() if k != "mouth_box"}))
     with pytest.raises(ValueError, match="mouth box"):
-        demo_mouth(still, np.zeros(16000, np.float32), DEMO_DIR)  # the pre-recipe portrait
+        demo_mouth(still, np.zeros(16000, np.float32), old)
 
 
 def test_shipped_demo_mouth_follows_speech() -> None:
-    face = json.loads((DEMO_DIR / FACE_FILE).read_text())
-    if "mouth_box" not in face:
-        pytest.skip(
-            "the packaged demo predates `make demo-model` and does not talk (MODEL_CARD.md)"
-        )
-    if MIN_CORR is None:
-        pytest.skip("MIN_CORR is not set yet: the lead sets it from the shipped recipe model")
     torch.set_num_threads(2)
     frames, audio = render_demo_frames(steps=10, seed=0)
     mouth = demo_mouth(frames, audio, DEMO_DIR)
