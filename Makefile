@@ -27,10 +27,10 @@ test: setup $(VENV)/.serve-extras
 demo: setup
 	$(BIN)/talkinghead demo -o demo.mp4
 
-# Retrain the packaged demo model from nothing with its recipe's step counts (about 15 min on one
-# H200 with DEMO_FLAGS=--loader-workers 3; hours on a CPU, and it resumes when re-run). Data,
-# checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the model
-# replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py and MODEL_CARD.md.
+# Retrain the packaged demo model from nothing with its recipe's step counts (about half an hour
+# on one H200 with DEMO_FLAGS=--loader-workers 3; hours on a CPU, and it resumes when re-run).
+# Data, checkpoints, done/ markers, times.json and eval.json go to runs/demo_model (ignored); the
+# model replaces src/talkinghead/assets/demo/model. See scripts/train_demo_model.py, MODEL_CARD.md.
 demo-model: setup
 	$(BIN)/python scripts/train_demo_model.py $(DEMO_FLAGS)
 
