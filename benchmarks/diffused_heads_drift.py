@@ -27,21 +27,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import passive_wait  # noqa: F401  (before torch: idle OpenMP threads sleep, as under the CLI)
 import torch
-from provenance import provenance
+from synth_scoring import add_scoring_flags, clip_reader, open_model_and_data, write_result
 
-from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
+from talkinghead.data.layout import ClipReader
 from talkinghead.eval.metrics import psnr
 from talkinghead.eval.synth_benchmark import video_scores
-from talkinghead.registry import load_pipeline
 
 
 def sharpness(frames: np.ndarray) -> float:
@@ -117,34 +114,19 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Diffused Heads model directory")
-    parser.add_argument("--data", required=True, help="a `talkinghead data synth` set (first clip)")
+    add_scoring_flags(parser, "a `talkinghead data synth` set (first clip)")
     parser.add_argument("--stabilize", type=int, nargs="+", default=[0, 15])
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--segment-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, device=args.device)
-    manifest = read_manifest(args.data)
+    pipe, manifest = open_model_and_data(args)
     entry = manifest.clips[0]
-    reader = ClipReader(Path(args.data) / CLIPS_DIR / entry.id, manifest.audio_feature)
-    results = [run(pipe, reader, args, n) for n in args.stabilize]
+    results = [run(pipe, clip_reader(args, manifest, entry.id), args, n) for n in args.stabilize]
     print(table(results))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        result = {
-            "clip": entry.id,
-            "sampler": args.sampler,
-            "steps": args.steps,
-            "results": results,
-            **provenance(argv, threads=args.threads, device=args.device),
-        }
-        (args.out / "diffused_heads_drift.json").write_text(json.dumps(result, indent=2))
+    result = {"clip": entry.id, "sampler": args.sampler, "steps": args.steps, "results": results}
+    write_result(args, argv, "diffused_heads_drift.json", result)
 
 
 if __name__ == "__main__":

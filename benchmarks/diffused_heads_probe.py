@@ -26,18 +26,16 @@ Prints the rows and writes ``<out>/diffused_heads_probe.json``.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import passive_wait  # noqa: F401  (before torch: idle OpenMP threads sleep, as under the CLI)
 import torch
-from provenance import provenance
+from synth_scoring import add_scoring_flags, clip_reader, open_model_and_data, write_result
 from torch import Tensor
 
-from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
+from talkinghead.data.layout import ClipReader
 from talkinghead.diffused_heads.sampling import (
     OfficialNoise,
     audio_window,
@@ -46,7 +44,6 @@ from talkinghead.diffused_heads.sampling import (
 )
 from talkinghead.diffused_heads.training_data import to_model_range
 from talkinghead.diffusion.respacing import training_schedule
-from talkinghead.registry import load_pipeline
 
 LEVELS = (50, 300, 600, 900, 999)
 SAMPLERS = (("ancestral", 20), ("ancestral", 100), ("ddim", 20), ("dpmpp-2m", 20))
@@ -136,35 +133,23 @@ def table(rows: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Diffused Heads model directory")
-    parser.add_argument("--data", required=True, help="a `talkinghead data synth` set")
+    add_scoring_flags(parser, "a `talkinghead data synth` set")
     parser.add_argument("--clip", type=int, default=0, help="index among the held-out clips")
     parser.add_argument("--frame", type=int, default=30, help="target frame (>= 2)")
     parser.add_argument("--autoregressive", type=int, default=6, help="frames generated in a row")
     parser.add_argument("--seeds", type=int, default=4, help="noise draws averaged")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, device=args.device)
-    manifest = read_manifest(args.data)
+    pipe, manifest = open_model_and_data(args)
     entry = manifest.split("test")[args.clip]
-    reader = ClipReader(Path(args.data) / CLIPS_DIR / entry.id, manifest.audio_feature)
+    reader = clip_reader(args, manifest, entry.id)
     if not 2 <= args.frame < entry.num_frames:
         parser.error(f"--frame must be in [2, {entry.num_frames}) for clip {entry.id}")
     draws = [probe(pipe, reader, args.frame, args.autoregressive, s) for s in range(args.seeds)]
     rows = mean_rows(draws)
     print(table(rows))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        result = {
-            "clip": entry.id,
-            "frame": args.frame,
-            **rows,
-            **provenance(argv, threads=args.threads, device=args.device),
-        }
-        (args.out / "diffused_heads_probe.json").write_text(json.dumps(result, indent=2))
+    write_result(
+        args, argv, "diffused_heads_probe.json", {"clip": entry.id, "frame": args.frame, **rows}
+    )
 
 
 if __name__ == "__main__":

@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import passive_wait  # noqa: F401  (before torch: idle OpenMP threads sleep, as under the CLI)
 import torch
-from provenance import provenance
+from synth_scoring import add_scoring_flags, clip_reader, open_model_and_data, write_result
 
-from talkinghead.data.layout import CLIPS_DIR, ClipReader, read_manifest
+from talkinghead.data.layout import ClipReader
 from talkinghead.eval.metrics import psnr
 from talkinghead.eval.synth_benchmark import video_scores
-from talkinghead.registry import load_pipeline
 
 FLOOR_SEED_OFFSET = 1000  # the reference's second draw
 
@@ -118,8 +115,7 @@ def table(summary: list[dict], reference: tuple[str, int]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Diffused Heads model directory")
-    parser.add_argument("--data", required=True, help="a `talkinghead data synth` set")
+    add_scoring_flags(parser, "a `talkinghead data synth` set")
     parser.add_argument("--clips", type=int, default=2, help="first N held-out clips")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each clip")
     parser.add_argument("--reference", type=parse_run, default=("ancestral", 100))
@@ -130,28 +126,15 @@ def main(argv: list[str] | None = None) -> None:
         default=[("ddim", 10), ("dpmpp-2m", 10), ("ddim", 5), ("ancestral", 20)],
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the first clip (clip i: +i)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, device=args.device)
-    manifest = read_manifest(args.data)
+    pipe, manifest = open_model_and_data(args)
     rows = []
     for i, entry in enumerate(manifest.split("test")[: args.clips]):
-        reader = ClipReader(Path(args.data) / CLIPS_DIR / entry.id, manifest.audio_feature)
-        rows += clip_rows(pipe, reader, args, args.seed + i)
+        rows += clip_rows(pipe, clip_reader(args, manifest, entry.id), args, args.seed + i)
     summary = summarize(rows)
     print(table(summary, args.reference))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        result = {
-            "reference": list(args.reference),
-            "summary": summary,
-            "rows": rows,
-            **provenance(argv, threads=args.threads, device=args.device),
-        }
-        (args.out / "diffused_heads_quality.json").write_text(json.dumps(result, indent=2))
+    result = {"reference": list(args.reference), "summary": summary, "rows": rows}
+    write_result(args, argv, "diffused_heads_quality.json", result)
 
 
 if __name__ == "__main__":

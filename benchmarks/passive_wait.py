@@ -11,4 +11,6 @@ import warnings
 from talkinghead.threads import set_wait_policy
 
 if not set_wait_policy():
-    warnings.warn("torch was loaded before passive_wait: threads keep OpenMP's wait policy", stacklevel=2)
+    warnings.warn(
+        "torch was loaded before passive_wait: threads keep OpenMP's wait policy", stacklevel=2
+    )

@@ -70,8 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="demo", help="demo (packaged) or a model directory")
     p.add_argument("--steps", type=int, nargs="+", default=[20], help="sampler steps (each)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp-2m"])
-    p.add_argument("--configs", nargs="+", default=["40:10:10"], metavar="W:O:L",
-                   help="window frames : overlap : look-ahead")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=["40:10:10"],
+        metavar="W:O:L",
+        help="window frames : overlap : look-ahead",
+    )
     p.add_argument("--long-seconds", type=float, default=600.0, help="long clip for speed/memory")
     p.add_argument("--clips", type=int, default=4, help="held-out synthetic clips for quality")
     p.add_argument("--clip-seconds", type=float, default=8.0, help="length of each clip")

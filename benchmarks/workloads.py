@@ -108,7 +108,9 @@ def state_dicts(preset: str, golden_dir: Path, seed: int) -> dict[str, dict[str,
     return {
         "unet": unet3d.UNet3D(ucfg).state_dict(),
         "lfg": flow_autoencoder.FlowAutoencoder(fcfg).state_dict(),
-        "face_loc": FaceLocationEncoder(FaceLocConfig(out_channels=ucfg.face_loc_channels)).state_dict(),
+        "face_loc": FaceLocationEncoder(
+            FaceLocConfig(out_channels=ucfg.face_loc_channels)
+        ).state_dict(),
     }
 
 
