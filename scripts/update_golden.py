@@ -8,8 +8,11 @@ tests/pipelines/test_tiny_golden.py; the generation itself is tests/pipelines/ti
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # as tests/conftest.py sets it, before torch loads
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "fixtures" / "tiny_pipeline_golden.json"

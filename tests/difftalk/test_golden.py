@@ -12,7 +12,8 @@ order). The MANIFEST measured the reference itself moving by up to 1.2e-5 (UNet 
 2.3e-6 relative on the sampling tensors.
 
 * exact: schedule buffers, DDIM tables (but 1 ulp on sqrt(1 - ᾱ), see the test), timesteps, timestep embedding, codebook indices, draws;
-* ``ATOL_ENCODER`` 1e-6 on the condition encoders (MLPs / 1-D convs on O(1) numbers; measured 3e-8);
+* ``ATOL_ENCODER`` 1e-5 on the condition encoders (MLPs / 1-D convs on O(1) numbers; measured 3e-8 on
+  the recording machine's kind, 5.7e-6 on an AVX-512 Xeon whose GEMM sums in another order);
 * ``ATOL_NETWORK`` 1e-4 on single VQ / UNet calls (MANIFEST's suggestion; measured <= 2.4e-5);
 * ``RTOL_SAMPLING`` 2e-5 x max|ref| on the DDIM run, whose generated region reaches |x| ~ 130
   (1/sqrt(ᾱ_901) ~ 34 amplifies eps rounding; measured <= 2.3e-6 relative, MANIFEST suggests 1e-4).
@@ -40,7 +41,7 @@ from talkinghead.diffusion.masked_ddim import (
 from talkinghead.diffusion.samplers import seeded_randn
 from talkinghead.diffusion.schedules import buffers_from_betas, scaled_linear_betas
 
-ATOL_ENCODER = 1e-6
+ATOL_ENCODER = 1e-5
 ATOL_NETWORK = 1e-4
 RTOL_SAMPLING = 2e-5
 NUM_STEPS = 10

@@ -45,6 +45,12 @@ from talkinghead.diffusion.respacing import (
     training_schedule,
 )
 
+# Bitwise on the machine the golden files were recorded on. Elsewhere the float32 sqrt/divide kernels
+# of MKL's vector math differ in the last bit (seen on an AVX-512 Xeon: 1-2 ulp on the schedule
+# coefficients, 4.2e-5 on a sampler update, 2.4e-4 on the first x0 estimate).
+SCHEDULE_RTOL = 4 * 2.0**-23
+UPDATE_ATOL = 1e-4
+
 pytestmark = pytest.mark.slow
 
 UNET_ATOL = 2e-3
@@ -87,8 +93,10 @@ def test_schedules_bitwise(io, name, steps):
     sched = training_schedule() if steps is None else respaced_schedule(steps)
     keys = [k for k in io if k.startswith(f"schedule.{name}.")]
     assert len(keys) >= 11
-    for key in keys:
-        assert torch.equal(getattr(sched, key.rsplit(".", 1)[1]), io[key]), key
+    for key in keys:  # bitwise on the recording machine; a few ulp elsewhere (SCHEDULE_RTOL)
+        torch.testing.assert_close(
+            getattr(sched, key.rsplit(".", 1)[1]), io[key], rtol=SCHEDULE_RTOL, atol=0, msg=key
+        )
 
 
 def test_kept_timesteps(io):
@@ -182,10 +190,10 @@ def test_sampler_updates_bitwise(io):
     for j in range(10):
         k = 9 - j
         x_next, x0 = learned_range_step(x_t[j], nn_out[j], k, sched, z[j] if k > 0 else None)
-        if j == 0:
-            assert torch.equal(x0, io["S.frame0.x0_pred_first_step"])
+        if j == 0:  # x0 = 2.4e4 x_t - ...: a 1-ulp coefficient moves it by up to 3e-4
+            torch.testing.assert_close(x0, io["S.frame0.x0_pred_first_step"], rtol=0, atol=1e-3)
         expected = x_t[j + 1] if j < 9 else io["S.output"][:, 0]
-        assert torch.equal(x_next, expected), f"step {j}"
+        torch.testing.assert_close(x_next, expected, rtol=0, atol=UPDATE_ATOL, msg=f"step {j}")
 
 
 def test_sampling_run_unet_calls(unet, io):
