@@ -55,16 +55,24 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def probe(pipe: Any, reader: ClipReader, frame: int, steps: int, seed: int) -> dict[str, Any]:
-    """The rows of the module doc for one target ``frame`` of ``reader``'s clip, one noise draw."""
-    unet, diffusion = pipe.unet, pipe.config.diffusion
+def clip_inputs(pipe: Any, reader: ClipReader) -> tuple[Tensor, Tensor]:
+    """``reader``'s clip for ``pipe``: (F, 3, S, S) frames in [-1, 1] at the model's resolution and
+    the (1, F, C) audio embeddings of its speech."""
     size = pipe.config.resolution
     frames = [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in reader.frames]
     video = to_model_range(np.stack(frames)).to(pipe.device)
+    return video, pipe.audio_embeddings(str(reader.dir / "audio.wav"))
+
+
+@torch.no_grad()
+def probe(
+    pipe: Any, video: Tensor, emb: Tensor, frame: int, steps: int, seed: int
+) -> dict[str, Any]:
+    """The rows of the module doc for target ``frame`` of a clip (``clip_inputs``), one noise draw."""
+    unet, diffusion = pipe.unet, pipe.config.diffusion
     target, identity = video[frame : frame + 1], video[:1]
     n = unet.cfg.n_motion_frames
     motion = torch.cat(list(video[frame - n : frame, None]), dim=1)
-    emb = pipe.audio_embeddings(str(reader.dir / "audio.wav"))
     window = emb[:, audio_window(frame, emb.shape[1], unet.cfg.n_audio_motion_embs)]
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
@@ -144,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     reader = clip_reader(args, manifest, entry.id)
     if not 2 <= args.frame < entry.num_frames:
         parser.error(f"--frame must be in [2, {entry.num_frames}) for clip {entry.id}")
-    draws = [probe(pipe, reader, args.frame, args.autoregressive, s) for s in range(args.seeds)]
+    video, emb = clip_inputs(pipe, reader)
+    draws = [probe(pipe, video, emb, args.frame, args.autoregressive, s) for s in range(args.seeds)]
     rows = mean_rows(draws)
     print(table(rows))
     write_result(

@@ -355,7 +355,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 ema_update(ema, unwrap(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
                 step += 1
-                decided = budget.after_step(step, info.world_size) if budget else None
+                decided = budget.after_step(step, info.world_size, info.device) if budget else None
                 if decided is not None:
                     budget_steps = decided
                     cfg = dataclasses.replace(cfg, steps=decided)

@@ -37,8 +37,11 @@ class StepBudget:
         self.probe_to = self.probe_from + PROBE_STEPS
         self._t_probe = 0.0
 
-    def after_step(self, step: int, world_size: int = 1) -> int | None:
-        """Call after each optimiser step (``step`` = steps done); the decided count, once."""
+    def after_step(
+        self, step: int, world_size: int = 1, device: torch.device | str = "cpu"
+    ) -> int | None:
+        """Call after each optimiser step (``step`` = steps done); the decided count, once.
+        ``device``: this rank's, where the collective that shares rank 0's count runs."""
         now = time.perf_counter()
         if step == self.probe_from:
             self._t_probe = now
@@ -47,9 +50,7 @@ class StepBudget:
         per_step = (now - self._t_probe) / PROBE_STEPS
         steps = min(self.max_steps, step + max(0, int((self.deadline - now) / per_step)))
         if world_size > 1:  # every rank must stop at the same step
-            shared = torch.tensor([steps], dtype=torch.int64)
-            if dist.get_backend() == "nccl":
-                shared = shared.cuda()
+            shared = torch.tensor([steps], dtype=torch.int64, device=device)
             dist.broadcast(shared, src=0)
             steps = int(shared.item())
         return max(steps, step)
