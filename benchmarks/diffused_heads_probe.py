@@ -43,6 +43,7 @@ from talkinghead.diffused_heads.sampling import (
     generate_frames,
 )
 from talkinghead.diffused_heads.training_data import to_model_range
+from talkinghead.diffusion.prediction import eps_denoiser
 from talkinghead.diffusion.respacing import training_schedule
 
 LEVELS = (50, 300, 600, 900, 999)
@@ -79,6 +80,11 @@ def probe(
         return unet(x, t, identity, motion, window)
 
     alpha_bar = training_schedule(diffusion.num_train_timesteps, diffusion.max_beta).alpha_bar
+    eps_net = (
+        denoise
+        if diffusion.prediction == "eps"
+        else eps_denoiser(denoise, alpha_bar.to(target.device))
+    )
     gen = torch.Generator().manual_seed(seed)
 
     def noised(t: int) -> Tensor:
@@ -88,7 +94,7 @@ def probe(
 
     def x0_of(x: Tensor, t: int) -> Tensor:
         a = alpha_bar[t].float()
-        eps = denoise(x, torch.tensor([t], device=x.device))[:, : x.shape[1]]
+        eps = eps_net(x, torch.tensor([t], device=x.device))[:, : x.shape[1]]
         return ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1), eps
 
     def ddim_from(t0: int) -> Tensor:

@@ -120,6 +120,22 @@ def test_faithful_lip_option_reaches_the_objective(synth_data: Path, tmp_path: P
     assert task.objective.faithful_lip
 
 
+def test_v_prediction_trains_and_travels_with_the_model(synth_data: Path, tmp_path: Path) -> None:
+    run, model = tmp_path / "run", tmp_path / "model"
+    losses = run_stage(_cfg(synth_data, run, prediction="v")).losses
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+    assert load_checkpoint(run)["model_config"]["diffused_heads"]["diffusion"]["prediction"] == "v"
+    assert (
+        cli.main(
+            ["train", "diffused-heads", "--out", str(run), "--steps", "0", "--export", str(model)]
+        )
+        == 0
+    )
+    assert DiffusedHeadsPipeline.from_pretrained(model).config.diffusion.prediction == "v"
+    with pytest.raises(ValueError, match="only diffused-heads trains a v-predicting UNet"):
+        TrainConfig(stage="a2v", data="d", run_dir="r", prediction="v")
+
+
 def test_cli_train_export_generate(synth_data: Path, tmp_path: Path) -> None:
     run, model = tmp_path / "run", tmp_path / "model"
     argv = ["train", "diffused-heads", "--data", synth_data, "--out", run, "--steps", "2"]

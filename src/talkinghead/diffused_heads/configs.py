@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from talkinghead.diffusion.prediction import check_prediction
+
 
 @dataclass(frozen=True)
 class DiffusedHeadsUNetConfig:
@@ -81,6 +83,12 @@ class DiffusedHeadsDiffusionConfig:
     num_inference_steps: int = (
         100  # respaced ancestral steps (config_crema.yaml; the paper used 200)
     )
+    # what the UNet's first 3 output channels predict: "eps" (official) or "v" (our small models;
+    # diffusion/prediction.py says why)
+    prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        check_prediction(self.prediction)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from talkinghead.diffused_heads.fast_unet import FastUNet
 from talkinghead.diffused_heads.unet import DiffusedHeadsUNet
 from talkinghead.diffusion.ancestral import ancestral_sample
 from talkinghead.diffusion.ddim_eps import ddim_eps_sample
+from talkinghead.diffusion.prediction import eps_denoiser
 from talkinghead.diffusion.respacing import (
     LearnedRangeSchedule,
     respaced_schedule,
@@ -110,16 +111,26 @@ def frame_sampler(
     device: torch.device | str = "cpu",
 ) -> FrameSampler:
     """The sampler called ``name`` (``options.SAMPLERS``) with ``num_steps`` network calls per frame,
-    its coefficients on ``device``."""
+    its coefficients on ``device``; a v-predicting model's output is turned into eps for it."""
     num_train = diffusion.num_train_timesteps
-    if name == "ancestral":
-        schedule = respaced_schedule(num_steps, num_train, diffusion.max_beta)
-        return ancestral_sampler(schedule.to(device))
     builders = {"ddim": ddim_sampler, "dpmpp-2m": dpmpp_sampler}
-    if name not in builders:
+    if name != "ancestral" and name not in builders:
         raise ValueError(f"sampler={name!r} must be one of ancestral, {', '.join(builders)}")
-    alpha_bar = training_schedule(num_train, diffusion.max_beta).alpha_bar.double()
-    return builders[name](space_timesteps(num_train, num_steps), alpha_bar)
+    alpha_bar = training_schedule(num_train, diffusion.max_beta).alpha_bar
+    if name == "ancestral":
+        sampler = ancestral_sampler(
+            respaced_schedule(num_steps, num_train, diffusion.max_beta).to(device)
+        )
+    else:
+        sampler = builders[name](space_timesteps(num_train, num_steps), alpha_bar.double())
+    if diffusion.prediction == "eps":
+        return sampler
+    alpha_bar = alpha_bar.to(device)
+
+    def sample(denoise, x_T, noise, report):
+        return sampler(eps_denoiser(denoise, alpha_bar), x_T, noise, report)
+
+    return sample
 
 
 def audio_window(frame: int, num_frames: int, half: int) -> list[int]:

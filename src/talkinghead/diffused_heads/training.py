@@ -51,8 +51,9 @@ class DiffusedHeadsTrainable(nn.Module):
         self.audio_encoder = SDAAudioEncoder(cfg.audio_encoder)
 
 
-def model_config(preset: str, data: str | Path) -> DiffusedHeadsConfig:
-    """The preset's architecture at the training set's resolution (output written at twice it)."""
+def model_config(preset: str, data: str | Path, prediction: str = "eps") -> DiffusedHeadsConfig:
+    """The preset's architecture at the training set's resolution (output written at twice it),
+    its UNet predicting ``prediction``."""
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} must be one of {sorted(PRESETS)} for Diffused Heads.")
     base, size = PRESETS[preset], read_manifest(data).resolution
@@ -67,7 +68,10 @@ def model_config(preset: str, data: str | Path) -> DiffusedHeadsConfig:
     unet = dataclasses.replace(
         base.unet, image_size=size, attention_resolutions=tuple(int(r) for r in attention)
     )
-    return dataclasses.replace(base, resolution=size, output_size=2 * size, unet=unet)
+    diffusion = dataclasses.replace(base.diffusion, prediction=prediction)
+    return dataclasses.replace(
+        base, resolution=size, output_size=2 * size, unet=unet, diffusion=diffusion
+    )
 
 
 def _initial_weights(model: DiffusedHeadsTrainable, path: str | Path) -> None:
@@ -90,7 +94,7 @@ def _initial_weights(model: DiffusedHeadsTrainable, path: str | Path) -> None:
 
 def build_task(cfg: TrainConfig) -> Task:
     """Networks, objective and frame dataset of ``cfg`` (resolved)."""
-    model_cfg = model_config(cfg.preset, cfg.data)
+    model_cfg = model_config(cfg.preset, cfg.data, cfg.prediction)
     with seeded(cfg.seed):
         model = DiffusedHeadsTrainable(model_cfg)
     if cfg.init_from:
@@ -112,6 +116,7 @@ def build_task(cfg: TrainConfig) -> Task:
         num_train_timesteps=model_cfg.diffusion.num_train_timesteps,
         faithful_lip=cfg.faithful_lip,
         audio_encoder=encoder,
+        prediction=model_cfg.diffusion.prediction,
     )
     return Task(
         model=model,

@@ -170,6 +170,7 @@ class TrainConfig:
     first_stage: str | None = None  # frozen VQ first stage: a DiffTalk model dir or its folder
     # Diffused Heads (diffusedheads_spec.md §4)
     faithful_lip: bool = False  # L_lip in the identity frame's mouth box (official; likely a bug)
+    prediction: str = "eps"  # what the UNet learns: eps (official) or v (samples sooner when small)
 
     def __post_init__(self) -> None:
         stages = training_stages()
@@ -183,6 +184,13 @@ class TrainConfig:
             raise ValueError(f"optimizer={self.optimizer!r} must be 'adam' or 'adamw'")
         if self.net not in ("pose", "blink"):
             raise ValueError(f"net={self.net!r} must be 'pose' or 'blink'")
+        if self.prediction not in ("eps", "v") or (
+            self.prediction != "eps" and self.stage != "diffused-heads"
+        ):
+            raise ValueError(
+                f"prediction={self.prediction!r}: only diffused-heads trains a v-predicting UNet; "
+                "other stages take eps, the default"
+            )
         if self.curriculum not in (1, 2):
             raise ValueError(f"curriculum={self.curriculum} must be 1 or 2")
         for name in ("lfg_pairs", "a2v_reference"):  # synthetic-only aids (data/mouth_reference.py)
