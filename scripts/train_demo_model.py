@@ -49,15 +49,6 @@ from talkinghead.train.recipe import one_thread_env, run_steps, say, torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("data", "lfg", "pose", "blink", "a2v", "export", "eval")  # plus the a2v-tune steps
-DATA = {
-    "num_clips": 240,
-    "seconds": 4.0,
-    "resolution": 64,
-    "seed": 0,
-    "zoom": 1.5,
-    "identities": 8,
-    "mouth_scale": 1.4,
-}
 SYNTH_AIDS = {  # synthetic-only LFG terms (dawn/training/lfg.py), with the mined pairs
     "lfg_mouth_weight": 10.0,
     "lfg_separation_weight": 1.0,
@@ -236,17 +227,18 @@ def budget_flags(args: argparse.Namespace) -> list[str]:
 
 
 def make_data(work: Path) -> None:
-    from talkinghead.data.synth.clips import write_synth_dataset
+    from talkinghead.data.synth.clips import DEMO_SET, write_synth_dataset
 
     workers = len(os.sched_getaffinity(0))
     manifest = write_synth_dataset(
-        work / "data", workers=workers, video=False, progress=False, **DATA
+        work / "data", workers=workers, video=False, progress=False, **DEMO_SET
     )
     say(f"data: {len(manifest.split('train'))} train, {len(manifest.split('test'))} held-out clips")
 
 
 def export_model(work: Path, model_dir: Path, a2v_run: str) -> None:
     """The trained networks into ``model_dir`` (replaced whole), the demo assets beside it."""
+    from talkinghead.data.synth.clips import DEMO_SET
     from talkinghead.demo import make_demo_assets
     from talkinghead.files import atomic_directory
     from talkinghead.train import export_run
@@ -257,7 +249,7 @@ def export_model(work: Path, model_dir: Path, a2v_run: str) -> None:
             for path in export_run(work / stage, tmp):
                 say(f"export: {stage} -> {path.name}")
     make_demo_assets(
-        model_dir.parent, identities=DATA["identities"], mouth_scale=DATA["mouth_scale"]
+        model_dir.parent, identities=DEMO_SET["identities"], mouth_scale=DEMO_SET["mouth_scale"]
     )
     say(f"export: {model_dir} and the demo portrait/speech in {model_dir.parent}")
 

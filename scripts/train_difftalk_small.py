@@ -3,8 +3,9 @@
 Steps, each skipped when ``WORK/done/<step>`` exists, so a re-run resumes where it stopped (the
 training stages resume from their last checkpoint, ``train/loop.py``; see ``train/recipe.py``):
 
-1. ``data``: synthetic talking faces (``data.synth``): ``--clips`` clips of 4 s at 64 px, zoom 1.5
-   (a larger face: the mouth spans about 3 x 1 latent cells), a tenth held out; then 68-point
+1. ``data``: the demo models' synthetic set (``data.synth.clips.DEMO_SET``: ``--clips`` clips of
+   4 s at 64 px, 8 people, a 1.4x mouth, zoom 1.5: the mouth spans about 4 x 2 latent cells), a
+   tenth held out; then 68-point
    landmarks per frame (``difftalk.landmarks``) from the 3DDFA_V2 face assets, the detector and
    landmarker the pipeline uses at inference, so training and generation share one definition;
 2. ``vq``: the first stage, a VQ autoencoder of the vq-f4 architecture at 1/8 width (preset
@@ -21,6 +22,9 @@ training stages resume from their last checkpoint, ``train/loop.py``; see ``trai
    re-voiced with its own speech against the truth, at ``--eval-steps`` DDIM steps on every clip
    and at 20 / 50 / 200 on the first ``--steps-clips`` (what fewer steps cost); ``WORK/eval.json``.
 
+``--vq-minutes`` / ``--denoiser-minutes`` give a stage a wall-clock budget instead (its step count
+is then fixed from the first steps' speed, ``train/time_budget.py``), for a GPU run.
+
 ``--face3d`` is the 3DDFA_V2 assets folder (FaceBoxesProd.pth, mb05_120x120.pth or
 mb1_120x120.pth, param_mean_std_62d_120x120.npz/.pkl; MIT, github.com/cleardusk/3DDFA_V2);
 it defaults to ``../shared/media/face3d`` beside the repository. ``WORK`` defaults to
@@ -32,6 +36,7 @@ is what torchrun calls, not meant to be run by hand.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -40,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = {"seconds": 4.0, "resolution": 64, "seed": 0, "zoom": 1.5, "test_fraction": 0.1}
 PRESET = "small"
 
 
@@ -48,10 +52,12 @@ PRESET = "small"
 class Budget:
     """Steps per stage and batch per process (the defaults fit about an hour on 2 free cores)."""
 
-    vq: int = 1200
-    denoiser: int = 2500
+    vq_steps: int = 1200
+    denoiser_steps: int = 2500
     vq_batch: int = 8
     denoiser_batch: int = 16
+    vq_minutes: float | None = None  # wall-clock budget instead of ``vq`` steps
+    denoiser_minutes: float | None = None
 
 
 def stage_config(stage: str, work: Path, budget: Budget):
@@ -62,12 +68,14 @@ def stage_config(stage: str, work: Path, budget: Budget):
               "progress": False, "log_every": 25}  # fmt: skip
     if stage == "vq":
         return TrainConfig(
-            stage="difftalk-vq", steps=budget.vq, batch_size=budget.vq_batch, optimizer="adam",
-            lr=5e-4, betas=(0.5, 0.9), warmup_steps=50, grad_clip=1.0, ckpt_every=200, **common,
+            stage="difftalk-vq", steps=budget.vq_steps, batch_size=budget.vq_batch, optimizer="adam",
+            lr=5e-4, betas=(0.5, 0.9), warmup_steps=50, grad_clip=1.0, ckpt_every=200,
+            time_budget_min=budget.vq_minutes, **common,
         )  # fmt: skip
     return TrainConfig(
-        stage="difftalk", steps=budget.denoiser, batch_size=budget.denoiser_batch, lr=3e-4,
+        stage="difftalk", steps=budget.denoiser_steps, batch_size=budget.denoiser_batch, lr=3e-4,
         warmup_steps=100, grad_clip=1.0, ema_decay=0.995, ckpt_every=200,
+        time_budget_min=budget.denoiser_minutes,
         first_stage=str(work / "vq_model"), **common,
     )  # fmt: skip
 
@@ -84,14 +92,14 @@ def run_training_stage(stage: str, work: Path, budget: Budget) -> None:
 
 
 def make_data(work: Path, clips: int, procs: int, face3d: Path) -> None:
-    from talkinghead.data.synth.clips import write_synth_dataset
+    from talkinghead.data.synth.clips import DEMO_SET, write_synth_dataset
     from talkinghead.difftalk.landmarks import add_landmarks
     from talkinghead.difftalk.prepare import AnalyzerBackend
     from talkinghead.face.analysis import FaceAnalyzer
     from talkinghead.train.recipe import say
 
     manifest = write_synth_dataset(
-        work / "data", num_clips=clips, workers=procs, video=False, progress=False, **DATA
+        work / "data", workers=procs, video=False, progress=False, **{**DEMO_SET, "num_clips": clips}
     )
     say(f"data: {len(manifest.split('train'))} train, {len(manifest.split('test'))} held-out clips")
     faceless = add_landmarks(work / "data", AnalyzerBackend(FaceAnalyzer(face3d)))
@@ -121,8 +129,12 @@ def train_denoiser(work: Path, args: argparse.Namespace, budget: Budget) -> None
 
 
 def common_flags(args: argparse.Namespace) -> list[str]:
-    return ["--work", str(args.work), "--vq-steps", str(args.vq_steps),
-            "--denoiser-steps", str(args.denoiser_steps)]  # fmt: skip
+    """The flags a torchrun child needs to rebuild the same ``Budget``."""
+    flags = ["--work", str(args.work)]
+    for field in dataclasses.fields(Budget):
+        if getattr(args, field.name) is not None:
+            flags += ["--" + field.name.replace("_", "-"), str(getattr(args, field.name))]
+    return flags
 
 
 def held_out_clips(work: Path) -> list[Path]:
@@ -248,9 +260,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--face3d", type=Path, default=ROOT.parent / "shared" / "media" / "face3d",
                    help="3DDFA_V2 assets folder")  # fmt: skip
     p.add_argument("--procs", type=int, default=2, help="processes (one thread each)")
-    p.add_argument("--clips", type=int, default=120, help="synthetic clips (4 s each)")
-    p.add_argument("--vq-steps", type=int, default=Budget.vq)
-    p.add_argument("--denoiser-steps", type=int, default=Budget.denoiser)
+    p.add_argument("--clips", type=int, default=240, help="synthetic clips (4 s each)")
+    p.add_argument("--vq-steps", type=int, default=Budget.vq_steps)
+    p.add_argument("--denoiser-steps", type=int, default=Budget.denoiser_steps)
+    p.add_argument("--vq-batch", type=int, default=Budget.vq_batch, help="per process")
+    p.add_argument("--denoiser-batch", type=int, default=Budget.denoiser_batch, help="per process")
+    p.add_argument("--vq-minutes", type=float, default=None, help="wall-clock budget of the VQ")
+    p.add_argument("--denoiser-minutes", type=float, default=None,
+                   help="wall-clock budget of the denoiser")  # fmt: skip
     p.add_argument("--eval-steps", type=int, default=50, help="DDIM steps of the evaluation")
     p.add_argument("--eval-clips", type=int, default=None, help="held-out clips (default: all)")
     p.add_argument(
@@ -279,7 +296,7 @@ def main() -> int:
     from talkinghead.train.recipe import run_steps, say
 
     args = parse_args()
-    budget = Budget(vq=args.vq_steps, denoiser=args.denoiser_steps)
+    budget = Budget(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Budget)})
     if args.stage:
         run_training_stage(args.stage, args.work, budget)
         return 0

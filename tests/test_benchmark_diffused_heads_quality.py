@@ -83,8 +83,11 @@ def test_drift_segments_with_and_without_stabilize(model_and_data, tmp_path: Pat
     assert runs[0]["segments"] != runs[1]["segments"]  # re-anchoring changes the frames
 
 
-def test_probe_rows_under_true_conditions(model_and_data, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_probe_rows_under_true_conditions(model_and_data, tmp_path: Path, prediction: str) -> None:
     model, data = model_and_data
+    if prediction == "v":
+        model = write_tiny_model_dir(tmp_path / "model", prediction="v")
     proc = _run(
         "diffused_heads_probe.py",
         *("--model", str(model), "--data", str(data), "--frame", "5", "--autoregressive", "3"),

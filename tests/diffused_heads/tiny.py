@@ -41,8 +41,9 @@ def random_tiny_unet(seed: int = 0) -> DiffusedHeadsUNet:
     return random_unet(PRESETS["tiny"].unet, seed)
 
 
-def write_tiny_model_dir(out: Path) -> Path:
-    """A model directory of the tiny UNet (``random_tiny_unet(0)``) and a random tiny audio encoder."""
+def write_tiny_model_dir(out: Path, prediction: str = "eps") -> Path:
+    """A model directory of the tiny UNet (``random_tiny_unet(0)``) and a random tiny audio encoder,
+    marked as predicting ``prediction``."""
     from talkinghead.diffused_heads.audio_encoder import SDAAudioEncoder
     from talkinghead.diffused_heads.convert import write_model_dir
 
@@ -53,4 +54,5 @@ def write_tiny_model_dir(out: Path) -> Path:
         "unet": (random_tiny_unet(0), tiny.unet, {"source_file": "random"}),
         "audio_encoder": (encoder, tiny.audio_encoder, {"source_file": "random"}),
     }
-    return write_model_dir(out, parts, tiny)
+    diffusion = replace(tiny.diffusion, prediction=prediction)
+    return write_model_dir(out, parts, replace(tiny, diffusion=diffusion))
