@@ -77,6 +77,21 @@ def test_load_component_dtype(tiny_lfg, tmp_path):
     assert floats and all(t.dtype == torch.float64 for t in floats)
 
 
+def test_half_stored_weights_load_as_float32(tiny_lfg, tmp_path):
+    model, cfg = tiny_lfg
+    checkpoints.save_component(model, cfg, tmp_path / "m" / "flow_ae", {"source_file": "x"})
+    size = (tmp_path / "m" / "flow_ae" / "model.safetensors").stat().st_size
+    assert checkpoints.store_half(tmp_path / "m") > 0.4 * size  # the header stays
+    stored = load_file(tmp_path / "m" / "flow_ae" / "model.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert checkpoints.read_metadata(tmp_path / "m" / "flow_ae")["source_file"] == "x"
+    loaded = checkpoints.load_component(tmp_path / "m" / "flow_ae")
+    floats = [t for t in [*loaded.parameters(), *loaded.buffers()] if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float32 for t in floats)
+    for key, tensor in model.state_dict().items():  # float16 rounding, nothing else
+        torch.testing.assert_close(loaded.state_dict()[key], tensor, rtol=1e-3, atol=1e-4)
+
+
 def test_strict_loading_lists_missing_and_unexpected(tiny_lfg, tmp_path):
     model, cfg = tiny_lfg
     checkpoints.save_component(model, cfg, tmp_path / "c")

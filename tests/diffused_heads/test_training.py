@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from train.conftest import synth_data  # one tiny synthetic set per session
 
 from talkinghead import cli
@@ -125,13 +126,13 @@ def test_v_prediction_trains_and_travels_with_the_model(synth_data: Path, tmp_pa
     losses = run_stage(_cfg(synth_data, run, prediction="v")).losses
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     assert load_checkpoint(run)["model_config"]["diffused_heads"]["diffusion"]["prediction"] == "v"
-    assert (
-        cli.main(
-            ["train", "diffused-heads", "--out", str(run), "--steps", "0", "--export", str(model)]
-        )
-        == 0
-    )
-    assert DiffusedHeadsPipeline.from_pretrained(model).config.diffusion.prediction == "v"
+    argv = ["train", "diffused-heads", "--out", str(run), "--steps", "0", "--export", str(model)]
+    assert cli.main([*argv, "--half"]) == 0
+    stored = load_file(model / "unet" / "model.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    pipe = DiffusedHeadsPipeline.from_pretrained(model)
+    assert pipe.config.diffusion.prediction == "v"
+    assert next(pipe.unet.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="only diffused-heads trains a v-predicting UNet"):
         TrainConfig(stage="a2v", data="d", run_dir="r", prediction="v")
 

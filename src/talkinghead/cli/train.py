@@ -34,11 +34,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--export", metavar="MODEL_DIR", default=None,
                    help="write the EMA weights into this model dir afterwards (with --steps 0: only)")
+    p.add_argument("--half", action="store_true",
+                   help="store the exported weights in float16: half the bytes, loaded as float32")
     add_process_flags(p, reuse_memory=False)
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from talkinghead.checkpoints import store_half
     from talkinghead.train import TrainConfig, export_run, run_stage
 
     if args.run_dir is None:
@@ -52,7 +55,9 @@ def run_train(args: argparse.Namespace) -> int:
             logger.info("%s: step %d in %s", args.stage, result.step, args.run_dir)
         if args.export:
             for path in export_run(args.run_dir, args.export):
-                logger.info("wrote %s", path)
+                if args.half:
+                    store_half(path)
+                logger.info("wrote %s%s", path, " (float16)" if args.half else "")
     except (OSError, ValueError) as err:
         raise CLIError(first_line(err)) from err
     return 0
