@@ -213,7 +213,7 @@ def vq_ceiling(work: Path, max_clips: int | None) -> float:
     import torch
 
     from talkinghead.data.layout import ClipReader
-    from talkinghead.data.synth.clips import clip_style
+    from talkinghead.data.synth.clips import info_style
     from talkinghead.difftalk.networks import decode_latents, encode_images
     from talkinghead.difftalk.training import load_first_stage
     from talkinghead.eval.synth_benchmark import mouth_opening, pearson
@@ -226,7 +226,7 @@ def vq_ceiling(work: Path, max_clips: int | None) -> float:
         with torch.no_grad():
             y = torch.cat([decode_latents(vq, encode_images(vq, b)) for b in x.split(25)])
         rec = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        style, box = clip_style(reader.info["seed"]), np.asarray(reader.array("mouth_box"))
+        style, box = info_style(reader.info), np.asarray(reader.array("mouth_box"))
         corrs.append(pearson(mouth_opening(rec, box, style), reader.array("mouth_open")))
     return float(np.nanmean(corrs))
 
