@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= talk.mp4
 
-.PHONY: setup test lint run demo demo-model dh-synth difftalk-small
+.PHONY: setup test lint run demo demo-model dh-demo difftalk-small
 
 $(BIN)/talkinghead: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ demo: setup
 demo-model: setup
 	$(BIN)/python scripts/train_demo_model.py $(DEMO_FLAGS)
 
-# A small DiffTalk trained on synthetic faces (CPU, about an hour on 2 cores; resumable: run it again
+# A small DiffTalk trained on synthetic faces (CPU, about 2 h on one core; resumable: run it again
 # after a stop). Writes runs/difftalk_small/{model,demo,eval.json}. FACE3D: the 3DDFA_V2 assets.
 difftalk-small: setup
 	$(BIN)/python scripts/train_difftalk_small.py $(if $(FACE3D),--face3d "$(FACE3D)")
@@ -48,16 +48,18 @@ run: setup
 	@[ -n "$(WEIGHTS)" ] || $(BIN)/talkinghead download --resolution 128
 	$(BIN)/talkinghead generate --image "$(IMAGE)" --audio "$(AUDIO)" -o "$(OUT)" $(if $(WEIGHTS),--weights "$(WEIGHTS)")
 
-# A small 64-px Diffused Heads trained on synthetic faces (CPU, about 1.5 h on 2 free cores at 2.1 s a
-# step; resumable: run it again to continue, the data set and the run pick up where they stopped).
-# Model: $(DH_RUN)/model (talkinghead generate --model $(DH_RUN)/model --image FACE --audio SPEECH
-# --no-crop); scores: talkinghead eval-synth $(DH_RUN)/data --weights $(DH_RUN)/model.
-DH_RUN ?= runs/dh-synth
-DH_STEPS ?= 2400
-DH_CLIPS ?= 120
-dh-synth: setup
-	$(BIN)/talkinghead data synth $(DH_RUN)/data --num-clips $(DH_CLIPS) --seconds 4 --resolution 64 \
-		--workers 2
-	$(BIN)/talkinghead train diffused-heads --data $(DH_RUN)/data --out $(DH_RUN)/run --resume \
-		--preset golden --steps $(DH_STEPS) --batch-size 8 --lr 2e-4 --warmup-steps 200 \
-		--ckpt-every 250 --log-every 25 --export $(DH_RUN)/model
+# The small Diffused Heads shipped as "diffused-heads-demo" (64 px, on the DAWN demo's synthetic set):
+# 2,807 steps predicting eps at batch 32 (5 min on one H200; hours on a CPU), then a 2,598-step
+# schedule predicting v at batch 8 from its EMA weights (about 90 min on one CPU core), exported in
+# float16 into the package. The shipped model is that run's EMA at step 1,750 (stopped for time;
+# benchmarks/RESULTS.md run 23). Resumable: run it again after a stop. Scores: talkinghead
+# eval-synth $(DH_RUN)/data --weights diffused-heads-demo --sampler ancestral --steps 20.
+DH_RUN ?= runs/dh-demo
+dh-demo: setup
+	$(BIN)/python scripts/train_demo_model.py --work $(DH_RUN) --only data
+	$(BIN)/talkinghead train diffused-heads --data $(DH_RUN)/data --out $(DH_RUN)/eps --resume \
+		--preset golden --steps 2807 --batch-size 32 --lr 2e-4 --warmup-steps 200 --workers 4
+	$(BIN)/talkinghead train diffused-heads --data $(DH_RUN)/data --out $(DH_RUN)/v --resume \
+		--preset golden --prediction v --init-from $(DH_RUN)/eps --steps 2598 --batch-size 8 \
+		--lr 1e-4 --warmup-steps 100 --ckpt-every 250 --log-every 25 \
+		--export src/talkinghead/assets/demo/diffused_heads --half

@@ -1,4 +1,4 @@
-"""A small DiffTalk from nothing, in one command: ``make difftalk-small`` (CPU, about an hour on 2 cores).
+"""A small DiffTalk from nothing, in one command: ``make difftalk-small`` (CPU, about 2 h on one core).
 
 Steps, each skipped when ``WORK/done/<step>`` exists, so a re-run resumes where it stopped (the
 training stages resume from their last checkpoint, ``train/loop.py``; see ``train/recipe.py``):
@@ -50,11 +50,12 @@ PRESET = "small"
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps per stage and batch per process (the defaults fit about an hour on 2 free cores)."""
+    """Steps per stage and batch per process. The defaults are session 10's model (RESULTS.md run
+    23): the counts that 40- and 30-minute budgets decided on one core of a 2-core CPU."""
 
-    vq_steps: int = 1200
-    denoiser_steps: int = 2500
-    vq_batch: int = 8
+    vq_steps: int = 4466
+    denoiser_steps: int = 3641
+    vq_batch: int = 16
     denoiser_batch: int = 16
     vq_minutes: float | None = None  # wall-clock budget instead of ``vq`` steps
     denoiser_minutes: float | None = None
@@ -259,7 +260,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "difftalk_small")
     p.add_argument("--face3d", type=Path, default=ROOT.parent / "shared" / "media" / "face3d",
                    help="3DDFA_V2 assets folder")  # fmt: skip
-    p.add_argument("--procs", type=int, default=2, help="processes (one thread each)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="processes (one thread each; the batch sizes are per process)")  # fmt: skip
     p.add_argument("--clips", type=int, default=240, help="synthetic clips (4 s each)")
     p.add_argument("--vq-steps", type=int, default=Budget.vq_steps)
     p.add_argument("--denoiser-steps", type=int, default=Budget.denoiser_steps)

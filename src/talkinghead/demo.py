@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.dawn.configs import GenerateOptions
 from talkinghead.dawn.modules import load_dawn_modules
 from talkinghead.dawn.pipeline import DawnPipeline
 from talkinghead.face.analysis import FaceState
@@ -29,6 +28,7 @@ __all__ = [
     "KnownFace",
     "demo_pipeline",
     "make_demo_assets",
+    "packaged_pipeline",
     "render_demo",
 ]
 
@@ -156,16 +156,29 @@ def demo_pipeline(demo_dir: str | Path = DEMO_DIR, device: str = "cpu") -> DawnP
     )
 
 
+def packaged_pipeline(model: str, device: str = "cpu"):
+    """The pipeline of a model that ships with talkinghead (``registry.MODELS``, ``packaged``)."""
+    from talkinghead.registry import MODELS, load_pipeline
+
+    packaged = [name for name, entry in MODELS.items() if entry.packaged]
+    if model not in packaged:
+        raise ValueError(f"{model!r} is not a packaged model; the demo runs {', '.join(packaged)}")
+    return load_pipeline(model, device=device)
+
+
 def render_demo(
     output: str | Path,
     *,
+    model: str = "demo",
     seed: int = 0,
     steps: int = 20,
     demo_dir: str | Path = DEMO_DIR,
     device: str = "cpu",
     progress: bool = False,
 ) -> int:
-    """Render the demo portrait speaking the demo speech into ``output`` (mp4 with audio).
+    """Render the demo portrait speaking the demo speech into ``output`` (mp4 with audio), with the
+    packaged DAWN (``model="demo"``) or another packaged model (``"diffused-heads-demo"``), which
+    trained on the same synthetic people.
 
     Returns:
         the number of frames written (25 fps, as long as the speech).
@@ -176,8 +189,8 @@ def render_demo(
     output = Path(output)
     if not output.parent.is_dir():
         raise ValueError(f"the output folder {output.parent} does not exist")
-    pipe = demo_pipeline(demo_dir, device)
-    options = GenerateOptions(num_steps=steps, seed=seed, crop=False)
+    pipe = demo_pipeline(demo_dir, device) if model == "demo" else packaged_pipeline(model, device)
+    options = pipe.options_class(num_steps=steps, seed=seed, crop=False)
     speech = demo_dir / SPEECH
     callback = ProgressBars() if progress else None
     result = pipe(demo_dir / PORTRAIT, speech, options, callback=callback)

@@ -77,6 +77,13 @@ MODELS: dict[str, ModelEntry] = {
         locate=lambda: ASSETS / "demo" / "model",
         packaged=True,
     ),
+    "diffused-heads-demo": ModelEntry(
+        family="diffused-heads",
+        description="64-px Diffused Heads trained by talkinghead on the demo's synthetic faces "
+        "(ships with the package, CPU, no download).",
+        locate=lambda: ASSETS / "demo" / "diffused_heads",
+        packaged=True,
+    ),
     "dawn-128": ModelEntry(
         family="dawn",
         description="Official DAWN at 128 px (Hanbo-Cheng/DAWN + HuBERT-large, about 2 GB, "

@@ -207,8 +207,11 @@ def random_pipeline(preset: str, device: str, face3d: str | None, dtype: Any) ->
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="packaged synthetic portrait + speech -> mp4 (no downloads)",
                        description="Render the packaged demo portrait speaking the packaged clip "
-                       "with the packaged 64-px DAWN (CPU, no downloads).")
+                       "with the packaged 64-px DAWN, or --model diffused-heads-demo (CPU, no "
+                       "downloads).")
     p.add_argument("-o", "--output", default="demo.mp4", help="output .mp4 (default demo.mp4)")
+    p.add_argument("--model", default="demo",
+                   help="a packaged model: demo (DAWN, default) or diffused-heads-demo")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--steps", type=int, default=20, help="sampler steps")
     add_process_flags(p, reuse_memory=True)
@@ -220,7 +223,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from talkinghead.demo import render_demo
 
     try:
-        render_demo(args.output, seed=args.seed, steps=args.steps, progress=not args.quiet)
+        render_demo(args.output, model=args.model, seed=args.seed, steps=args.steps,
+                    progress=not args.quiet)
     except (OSError, ValueError, RuntimeError) as err:
         logger.debug("demo failed", exc_info=True)
         raise CLIError(first_line(err)) from err
@@ -237,7 +241,9 @@ def add_models(sub: argparse._SubParsersAction) -> None:
 def run_models(args: argparse.Namespace) -> int:
     from talkinghead.registry import MODELS, available_models
 
-    for name, description in available_models().items():
+    models = available_models()
+    width = max(map(len, models))
+    for name, description in models.items():
         where = "packaged" if MODELS[name].packaged else "download"
-        sys.stdout.write(f"{name:<10} {MODELS[name].family:<15} {where:<9} {description}\n")
+        sys.stdout.write(f"{name:<{width}} {MODELS[name].family:<15} {where:<9} {description}\n")
     return 0

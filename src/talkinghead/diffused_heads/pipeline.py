@@ -124,7 +124,8 @@ class DiffusedHeadsPipeline(TalkingHeadPipeline):
             else DiffusedHeadsConfig().audio_encoder,
             diffusion=diffusion,
         )
-        analyzer = FaceAnalyzer(face3d_dir, device=device)
+        # without 3DDFA weights the detector is built when a crop first needs it (none with crop=False)
+        analyzer = FaceAnalyzer(face3d_dir, device=device) if face3d_dir is not None else None
         return cls(unet, encoder, config, analyzer).to(device, dtype)  # type: ignore[arg-type]
 
     def to(
