@@ -1,15 +1,16 @@
 """Drift of Diffused Heads over a long clip, with and without ``stabilize`` (issue #13).
 
-    talkinghead data synth runs/dh-drift --num-clips 1 --seconds 60 --resolution 64 --seed 9090 \\
-        --no-video
-    python benchmarks/diffused_heads_drift.py --model runs/dh-synth/model --data runs/dh-drift \\
+    talkinghead data synth runs/dh-drift --num-clips 1 --seconds 60 --resolution 64 --seed 0 \\
+        --identities 8 --mouth-scale 1.4 --zoom 1.5 --no-video
+    python benchmarks/diffused_heads_drift.py --model diffused-heads-demo --data runs/dh-drift \\
         [--stabilize 0 15] [--sampler ddim --steps 10] [--segment-seconds 10] [--threads 2] [--out DIR]
 
 Each frame of Diffused Heads is conditioned on the two frames generated before it, so errors can
-build up over a clip. The first clip of ``--data`` (a ``talkinghead data synth`` set whose person
-the model never saw) is generated from its first frame and its whole speech once per ``--stabilize``
-value (0: off, the released sampler; N: every N-th frame re-anchors a motion frame on the identity
-frame, the train branch's option with N = 15), with the same seed. Per segment of
+build up over a clip. The first clip of ``--data`` (a ``talkinghead data synth`` set; the command
+above draws the first of the demo models' 8 people, speaking for 60 s) is generated from its first
+frame and its whole speech once per ``--stabilize`` value (0: off, the released sampler; N: every
+N-th frame re-anchors a motion frame on the identity frame, the train branch's option with N = 15),
+with the same seed. Per segment of
 ``--segment-seconds``, against the identity frame (the clip's first) and the clip's truth:
 
 * ``mouth_corr``: does the mouth still follow the speech (``eval.synth_benchmark.video_scores``);

@@ -1,6 +1,6 @@
 """Where a trained Diffused Heads loses the frame: one held-out frame denoised under true conditions.
 
-    python benchmarks/diffused_heads_probe.py --model runs/dh-synth/model --data runs/dh-synth/data \\
+    python benchmarks/diffused_heads_probe.py --model diffused-heads-demo --data runs/dh-demo/data \\
         [--clip 0] [--frame 30] [--autoregressive 6] [--seeds 4] [--out DIR]
 
 A model with a low training loss can still sample noise: generation chains many network calls and

@@ -1,6 +1,6 @@
 """Quality cost of Diffused Heads' fewer-step samplers on a trained model, against the official sampler.
 
-    python benchmarks/diffused_heads_quality.py --model runs/dh-synth/model --data runs/dh-synth/data \\
+    python benchmarks/diffused_heads_quality.py --model diffused-heads-demo --data runs/dh-demo/data \\
         [--clips 2] [--seconds 2] [--reference ancestral:100] \\
         [--runs ddim:10 dpmpp-2m:10 ddim:5 ancestral:20] [--threads 2] [--out DIR]
 

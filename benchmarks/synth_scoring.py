@@ -20,7 +20,7 @@ from talkinghead.registry import load_pipeline
 
 def add_scoring_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
     """``--model``, ``--data`` (``data_help``), ``--threads``, ``--device`` and ``--out``."""
-    parser.add_argument("--model", required=True, help="a Diffused Heads model directory")
+    parser.add_argument("--model", required=True, help="a Diffused Heads model directory or name")
     parser.add_argument("--data", required=True, help=data_help)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu, cuda ...")
