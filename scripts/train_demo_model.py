@@ -227,7 +227,8 @@ def budget_flags(args: argparse.Namespace) -> list[str]:
 
 
 def make_data(work: Path) -> None:
-    from talkinghead.data.synth.clips import DEMO_SET, write_synth_dataset
+    from talkinghead.data.synth.clips import write_synth_dataset
+    from talkinghead.demo import DEMO_SET
 
     workers = len(os.sched_getaffinity(0))
     manifest = write_synth_dataset(
@@ -238,8 +239,7 @@ def make_data(work: Path) -> None:
 
 def export_model(work: Path, model_dir: Path, a2v_run: str) -> None:
     """The trained networks into ``model_dir`` (replaced whole), the demo assets beside it."""
-    from talkinghead.data.synth.clips import DEMO_SET
-    from talkinghead.demo import make_demo_assets
+    from talkinghead.demo import DEMO_SET, make_demo_assets
     from talkinghead.files import atomic_directory
     from talkinghead.train import export_run
 

@@ -3,7 +3,7 @@
 Steps, each skipped when ``WORK/done/<step>`` exists, so a re-run resumes where it stopped (the
 training stages resume from their last checkpoint, ``train/loop.py``; see ``train/recipe.py``):
 
-1. ``data``: the demo models' synthetic set (``data.synth.clips.DEMO_SET``: ``--clips`` clips of
+1. ``data``: the demo models' synthetic set (``demo.DEMO_SET``: ``--clips`` clips of
    4 s at 64 px, 8 people, a 1.4x mouth, zoom 1.5: the mouth spans about 4 x 2 latent cells), a
    tenth held out; then 68-point
    landmarks per frame (``difftalk.landmarks``) from the 3DDFA_V2 face assets, the detector and
@@ -93,7 +93,8 @@ def run_training_stage(stage: str, work: Path, budget: Budget) -> None:
 
 
 def make_data(work: Path, clips: int, procs: int, face3d: Path) -> None:
-    from talkinghead.data.synth.clips import DEMO_SET, write_synth_dataset
+    from talkinghead.data.synth.clips import write_synth_dataset
+    from talkinghead.demo import DEMO_SET
     from talkinghead.difftalk.landmarks import add_landmarks
     from talkinghead.difftalk.prepare import AnalyzerBackend
     from talkinghead.face.analysis import FaceAnalyzer

@@ -43,6 +43,17 @@ DEMO_SEED = (0, 100_000)  # synth clips of the training set use (0, i) with smal
 DEMO_ZOOM = 1.5  # the framing the demo model was trained on (talkinghead data synth --zoom)
 DEMO_IDENTITIES = 8  # the demo model's training set has 8 people (scripts/train_demo_model.py)
 DEMO_MOUTH_SCALE = 1.4  # ... drawn with a 1.4x mouth
+# The synthetic set the packaged models train on (scripts/train_demo_model.py,
+# scripts/train_difftalk_small.py; ``data.synth.clips.write_synth_dataset`` arguments)
+DEMO_SET = {
+    "num_clips": 240,
+    "seconds": 4.0,
+    "resolution": 64,
+    "seed": 0,
+    "zoom": DEMO_ZOOM,
+    "identities": DEMO_IDENTITIES,
+    "mouth_scale": DEMO_MOUTH_SCALE,
+}
 
 
 class KnownFace:

@@ -271,19 +271,6 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-# The synthetic set the shipped demo models train on (scripts/train_demo_model.py and
-# scripts/train_difftalk_small.py): 240 clips of 4 s, 8 people, a 1.4x mouth, 64 px, zoom 1.5.
-DEMO_SET = {
-    "num_clips": 240,
-    "seconds": 4.0,
-    "resolution": 64,
-    "seed": 0,
-    "zoom": 1.5,
-    "identities": 8,
-    "mouth_scale": 1.4,
-}
-
-
 def write_synth_dataset(
     out_dir: str | os.PathLike[str],
     *,
