@@ -10,12 +10,11 @@ safetensors metadata records where the weights came from (``source_file``, ``sou
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from talkinghead.families import component_classes
 from talkinghead.files import atomic_output, atomic_write_text
@@ -95,30 +95,29 @@ def config_from_json(text: str) -> Any:
 # ------------------------------------------------------------------------------------- building / loading
 
 
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    # Parameters are created on the meta device (no memory, no random init); buffers stay real, because
-    # non-persistent buffers (rotary frequencies, position tables) are not in any state dict and must be
-    # computed by the constructor.
-    register = nn.Module.register_parameter
+class _SkipParameterInit(TorchFunctionMode):
+    """While a network is built for loading, in-place calls on its parameters (``nn.init.*``, ``uniform_``,
+    ``zero_``, ...) do nothing: strict loading replaces every parameter right after, so the constructors'
+    random initialisation is wasted work. Buffers are computed as usual (non-persistent ones, rotary
+    frequencies and position tables, are in no state dict). A torch function mode is thread-local, so
+    a network built meanwhile in another thread is initialised as usual. (Parameters on the meta device
+    would skip the work too, but the first meta operation of a process imports torch's meta
+    registrations: 1.2 s of every command's start-up, benchmarks/RESULTS.md run 24.)"""
 
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        register(module, name, param)
-        if param is not None:
-            kind = type(param)
-            module._parameters[name] = kind(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        name = getattr(func, "__name__", "")
+        in_place = name.endswith("_") and not name.startswith("_")
+        if in_place and args and isinstance(args[0], nn.Parameter):
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def build_empty(cfg: Any) -> nn.Module:
-    """The network of ``cfg`` with its parameters on the meta device, ready for ``assign=True`` loading."""
+    """The network of ``cfg`` with uninitialised parameters, ready for ``assign=True`` loading."""
     _, cls = component_classes(type(cfg).__name__)
-    with _parameters_on_meta():
+    with _SkipParameterInit():
         return cls(cfg)
 
 
@@ -154,14 +153,9 @@ def load_state_dict_strict(
 
 
 def build_and_load(cfg: Any, state_dict: dict[str, torch.Tensor], *, what: str = "") -> nn.Module:
-    """Build the network of ``cfg`` on meta and strictly assign ``state_dict`` into it (eval mode)."""
+    """Build the network of ``cfg`` and strictly assign ``state_dict`` into it (eval mode)."""
     model = build_empty(cfg)
     load_state_dict_strict(model, state_dict, assign=True, what=what)
-    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left_on_meta:
-        raise ValueError(
-            f"{what or type(model).__name__}: tensors not loaded: {', '.join(left_on_meta)}"
-        )
     return model.eval()
 
 
