@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from talkinghead.dawn.models import rotary
 from talkinghead.dawn.models.rotary import RotaryEmbedding, apply_rotary, rotary_frequencies
 
 
@@ -55,3 +56,20 @@ def test_stateless_and_checks() -> None:
         rot(torch.zeros(5, 2))
     with pytest.raises(ValueError, match="positions has shape"):
         rot(torch.zeros(5, 4), torch.arange(4))
+
+
+@pytest.mark.parametrize("rotated", [16, 4])  # the UNet's whole head, PBNet's 4 of 32 features
+def test_the_complex_form_equals_the_real_one(rotated: int, monkeypatch) -> None:
+    # q and k of a fused projection, as the UNet's temporal attention slices them: (B, F, 3, h, d)
+    qkv = torch.randn(
+        6, 9, 3, 2, 16 if rotated == 16 else 32, generator=torch.Generator().manual_seed(0)
+    )
+    cos, sin = RotaryEmbedding(rotated).cos_sin(9)
+    qk = qkv[:, :, :2]
+    pairs = qk[..., :rotated].unflatten(-1, (-1, 2))
+    assert rotary._complex_applies(pairs) and not rotary._complex_applies(pairs.half())
+    fast = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
+    monkeypatch.setattr(rotary, "_complex_applies", lambda pairs: False)
+    real = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
+    torch.testing.assert_close(fast, real, rtol=0, atol=1e-6)
+    assert torch.equal(fast[..., rotated:], qk[..., rotated:])
