@@ -23,7 +23,8 @@ training stages resume from their last checkpoint, ``train/loop.py``; see ``trai
    and at 20 / 50 / 200 on the first ``--steps-clips`` (what fewer steps cost); ``WORK/eval.json``.
 
 ``--vq-minutes`` / ``--denoiser-minutes`` give a stage a wall-clock budget instead (its step count
-is then fixed from the first steps' speed, ``train/time_budget.py``), for a GPU run.
+is then fixed from the first steps' speed, ``train/time_budget.py``; ``--X-steps``, when also
+given, stays a maximum), for a GPU run or a longer one.
 
 ``--face3d`` is the 3DDFA_V2 assets folder (FaceBoxesProd.pth, mb05_120x120.pth or
 mb1_120x120.pth, param_mean_std_62d_120x120.npz/.pkl; MIT, github.com/cleardusk/3DDFA_V2);
@@ -46,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "small"
+UNCAPPED = 1_000_000  # the step count of a stage that trains for its --X-minutes
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ def summarize_eval(work: Path, eval_steps: int, compared: list[int], steps_clips
     }
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "difftalk_small")
     p.add_argument("--face3d", type=Path, default=ROOT.parent / "shared" / "media" / "face3d",
@@ -264,8 +266,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=1,
                    help="processes (one thread each; the batch sizes are per process)")  # fmt: skip
     p.add_argument("--clips", type=int, default=240, help="synthetic clips (4 s each)")
-    p.add_argument("--vq-steps", type=int, default=Budget.vq_steps)
-    p.add_argument("--denoiser-steps", type=int, default=Budget.denoiser_steps)
+    for stage in ("vq", "denoiser"):
+        p.add_argument(f"--{stage}-steps", type=int, default=None,
+                       help=f"default {getattr(Budget, stage + '_steps')}; none with --{stage}-minutes "
+                       "alone (the minutes decide)")  # fmt: skip
     p.add_argument("--vq-batch", type=int, default=Budget.vq_batch, help="per process")
     p.add_argument("--denoiser-batch", type=int, default=Budget.denoiser_batch, help="per process")
     p.add_argument("--vq-minutes", type=float, default=None, help="wall-clock budget of the VQ")
@@ -290,16 +294,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--until", default=None, help="stop after this step (data, vq, ..., eval)")
     p.add_argument("--only", default=None, help="comma-separated steps to run")
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # torchrun's entry
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.work = args.work.resolve()
     return args
+
+
+def budget_from(args: argparse.Namespace) -> Budget:
+    """The ``Budget`` of the flags. A stage given ``--X-minutes`` and no ``--X-steps`` trains for its
+    minutes: its step count is then no cap (the default counts are one 1-core run's)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Budget)}
+    for stage in ("vq", "denoiser"):
+        if values[f"{stage}_steps"] is None:
+            timed = values[f"{stage}_minutes"] is not None
+            values[f"{stage}_steps"] = UNCAPPED if timed else getattr(Budget, f"{stage}_steps")
+    return Budget(**values)
 
 
 def main() -> int:
     from talkinghead.train.recipe import run_steps, say
 
     args = parse_args()
-    budget = Budget(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Budget)})
+    budget = budget_from(args)
     if args.stage:
         run_training_stage(args.stage, args.work, budget)
         return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 # MKL picks its vector-math code path per processor, and its float32 sin/cos/exp/sqrt then differ in
@@ -97,3 +99,23 @@ def write_tiny_hubert(folder: Path, hidden_size: int = 8, pos_groups: int = 2) -
 def save_tiny_hubert():
     """``save_tiny_hubert(folder, hidden_size=8)`` -> ``folder`` holding a tiny random HuBERT."""
     return write_tiny_hubert
+
+
+@pytest.fixture(scope="module")
+def load_script():
+    """``load_script("train_demo_model")``: a file of ``scripts/`` imported as a module (and
+    forgotten after the test module)."""
+    names: list[str] = []
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up there
+        names.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in names:
+        del sys.modules[name]

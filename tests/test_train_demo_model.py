@@ -3,23 +3,14 @@ skip on their done/ marker and add their time to times.json, bad --only lists ar
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_demo_model.py"
-
 
 @pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("train_demo_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def recipe(load_script):
+    return load_script("train_demo_model")
 
 
 def test_stage_configs(recipe, tmp_path: Path) -> None:
