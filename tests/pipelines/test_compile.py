@@ -98,8 +98,8 @@ def test_unet_goes_through_dynamo_and_matches_eager(
         return gm.forward
 
     pipeline.compile_backend = recording_backend
-    # the graph rotates by the real form; so does everything eager here (the complex form is equal to
-    # float rounding only), PBNet in both runs included
+    # the graph rotates by the real form; so does the eager UNet here (the complex form is equal to
+    # float rounding only)
     monkeypatch.setattr(rotary, "_complex_applies", lambda pairs: False)
     try:
         latents, frames = run(pipeline, portrait, short_audio, replace(FAST, compile=True))

@@ -68,8 +68,11 @@ def test_the_complex_form_equals_the_real_one(rotated: int, monkeypatch) -> None
     qk = qkv[:, :, :2]
     pairs = qk[..., :rotated].unflatten(-1, (-1, 2))
     assert rotary._complex_applies(pairs) and not rotary._complex_applies(pairs.half())
-    fast = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
-    monkeypatch.setattr(rotary, "_complex_applies", lambda pairs: False)
+    fast = apply_rotary(qk, cos[:, None, None], sin[:, None, None], complex_form=True)
     real = apply_rotary(qk, cos[:, None, None], sin[:, None, None])
     torch.testing.assert_close(fast, real, rtol=0, atol=1e-6)
+    monkeypatch.setattr(rotary, "_complex_applies", lambda pairs: False)
+    assert torch.equal(
+        apply_rotary(qk, cos[:, None, None], sin[:, None, None], complex_form=True), real
+    )
     assert torch.equal(fast[..., rotated:], qk[..., rotated:])

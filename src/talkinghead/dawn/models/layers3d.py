@@ -402,7 +402,9 @@ class TemporalAttention(nn.Module):
         """seq: (S, F, dim) -> (S, F, dim)."""
         qkv = self.fn.qkv(seq)  # (S, F, 3, heads, d)
         # q and k rotated in one call; cos / sin (F, rot) broadcast over (2, heads)
-        q, k = apply_rotary(qkv[:, :, :2], ctx.cos[:, None, None], ctx.sin[:, None, None]).unbind(2)
+        q, k = apply_rotary(
+            qkv[:, :, :2], ctx.cos[:, None, None], ctx.sin[:, None, None], complex_form=True
+        ).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if ctx.band_mask is not None and ctx.window is not None:
             # the output projection per query block: the blocks are concatenated at the model

@@ -42,7 +42,7 @@ def rotate_half(x: Tensor) -> Tensor:
     return rearrange(torch.stack((-b, a), dim=-1), "... d r -> ... (d r)")
 
 
-def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor, *, complex_form: bool = False) -> Tensor:
     """Rotate the first ``rot_dim`` features of ``t`` by precomputed angles.
 
     Args:
@@ -50,6 +50,10 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         cos, sin: (n, rot_dim) from :meth:`RotaryEmbedding.cos_sin`, or any shape ending in
             ``rot_dim`` that broadcasts against ``t[..., :rot_dim]`` (e.g. (n, 1, 1, rot_dim) for a
             sequence axis further left, to rotate q and k of a fused projection in one call).
+        complex_form: turn each pair (a, b) as the complex number a + ib times cos + i sin: one
+            pass instead of five, equal to float rounding but not bit for bit (the UNet's temporal
+            attention, where it is 5.7x faster: benchmarks/RESULTS.md run 24). Off: the official
+            arithmetic, bit for bit (PBNet, whose short sequences gain nothing).
     Returns:
         Tensor of the same shape as ``t``; features beyond ``rot_dim`` are unchanged.
     """
@@ -58,9 +62,7 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         raise ValueError(f"cannot rotate {rot} features of a tensor with last axis {t.shape[-1]}.")
     head, tail = t[..., :rot], t[..., rot:]
     pairs = head.unflatten(-1, (-1, 2))
-    if _complex_applies(pairs):
-        # one pass: each pair (a, b) is a + ib, turned by cos + i sin (5.7x faster than the real
-        # form on the demo UNet's first level, equal within float rounding: benchmarks/RESULTS.md run 24)
+    if complex_form and _complex_applies(pairs):
         turn = torch.complex(cos[..., ::2], sin[..., ::2])
         head = torch.view_as_real(torch.view_as_complex(pairs) * turn).flatten(-2)
     else:
@@ -69,7 +71,7 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def _complex_applies(pairs: Tensor) -> bool:
-    """Whether ``apply_rotary`` takes the one-pass complex form for ``pairs`` (..., 2): float32 or
+    """Whether ``apply_rotary``'s complex form applies to ``pairs`` (..., 2): float32 or
     float64 (half precision has no complex multiply on every device), eager (a compiled graph fuses
     the real form, and complex views would break it), and ``torch.view_as_complex`` accepts the
     pairs without a copy."""
