@@ -30,6 +30,14 @@ def _run(script: str, *args: str, cwd: Path | None = None) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_rotary_micro_benchmark(tmp_path: Path) -> None:
+    _run("rotary.py", "--threads", "1", "--repeats", "2", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "rotary.json").read_text())
+    (row,) = report["rows"]
+    assert row["threads"] == 1 and row["real_ms"] > 0 and row["complex_ms"] > 0
+    assert "command" in report and "machine" in report
+
+
 @pytest.mark.slow
 def test_generate_tiny_rows_and_table(tmp_path: Path, golden_dir: Path) -> None:
     _run(

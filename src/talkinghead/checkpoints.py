@@ -101,8 +101,8 @@ class _SkipParameterInit(TorchFunctionMode):
     random initialisation is wasted work. Buffers are computed as usual (non-persistent ones, rotary
     frequencies and position tables, are in no state dict). A torch function mode is thread-local, so
     a network built meanwhile in another thread is initialised as usual. (Parameters on the meta device
-    would skip the work too, but the first meta operation of a process imports torch's meta
-    registrations: 1.2 s of every command's start-up, benchmarks/RESULTS.md run 24.)"""
+    would skip the work too, but the first meta operation of a process imports torch._dynamo: about
+    1 s of every command's start-up, benchmarks/RESULTS.md run 24.)"""
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None

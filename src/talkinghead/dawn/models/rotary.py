@@ -52,7 +52,7 @@ def apply_rotary(t: Tensor, cos: Tensor, sin: Tensor, *, complex_form: bool = Fa
             sequence axis further left, to rotate q and k of a fused projection in one call).
         complex_form: turn each pair (a, b) as the complex number a + ib times cos + i sin: one
             pass instead of five, equal to float rounding but not bit for bit (the UNet's temporal
-            attention, where it is 5.7x faster: benchmarks/RESULTS.md run 24). Off: the official
+            attention, where it is 4-5x faster: benchmarks/RESULTS.md run 24). Off: the official
             arithmetic, bit for bit (PBNet, whose short sequences gain nothing).
     Returns:
         Tensor of the same shape as ``t``; features beyond ``rot_dim`` are unchanged.
