@@ -34,7 +34,7 @@ demo: setup
 demo-model: setup
 	$(BIN)/python scripts/train_demo_model.py $(DEMO_FLAGS)
 
-# A small DiffTalk trained on synthetic faces (CPU, about 2 h on one core; resumable: run it again
+# A small DiffTalk trained on synthetic faces (CPU, about 3 h on one core; resumable: run it again
 # after a stop). Writes runs/difftalk_small/{model,demo,eval.json}. FACE3D: the 3DDFA_V2 assets.
 difftalk-small: setup
 	$(BIN)/python scripts/train_difftalk_small.py $(if $(FACE3D),--face3d "$(FACE3D)")

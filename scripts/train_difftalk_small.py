@@ -1,4 +1,4 @@
-"""A small DiffTalk from nothing, in one command: ``make difftalk-small`` (CPU, about 2 h on one core).
+"""A small DiffTalk from nothing, in one command: ``make difftalk-small`` (CPU, about 3 h on one core).
 
 Steps, each skipped when ``WORK/done/<step>`` exists, so a re-run resumes where it stopped (the
 training stages resume from their last checkpoint, ``train/loop.py``; see ``train/recipe.py``):
@@ -52,11 +52,12 @@ UNCAPPED = 1_000_000  # the step count of a stage that trains for its --X-minute
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps per stage and batch per process. The defaults are session 10's model (RESULTS.md run
-    23): the counts that 40- and 30-minute budgets decided on one core of a 2-core CPU."""
+    """Steps per stage and batch per process. The defaults are the counts that 40- and 50-minute
+    budgets decided on one core of a 2-core CPU: session 10's first stage (RESULTS.md run 23) and
+    session 11's denoiser (run 25), the model that follows the mouth on held-out clips."""
 
     vq_steps: int = 4466
-    denoiser_steps: int = 3641
+    denoiser_steps: int = 7165
     vq_batch: int = 16
     denoiser_batch: int = 16
     vq_minutes: float | None = None  # wall-clock budget instead of ``vq`` steps

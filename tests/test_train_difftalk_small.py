@@ -14,7 +14,7 @@ def recipe(load_script):
 
 def test_step_counts_default_to_one_cpu_runs_and_minutes_alone_are_not_capped(recipe) -> None:
     budget = recipe.budget_from(recipe.parse_args([]))
-    assert (budget.vq_steps, budget.denoiser_steps) == (4466, 3641)
+    assert (budget.vq_steps, budget.denoiser_steps) == (4466, 7165)
     assert budget.denoiser_minutes is None
     # a wall-clock budget alone: the minutes decide, not the default count
     budget = recipe.budget_from(recipe.parse_args(["--denoiser-minutes", "50"]))
@@ -34,7 +34,7 @@ def test_stage_configs_carry_the_budget_and_torchrun_children_rebuild_it(
     vq = recipe.stage_config("vq", tmp_path, budget).resolve()
     denoiser = recipe.stage_config("denoiser", tmp_path, budget).resolve()
     assert (vq.stage, vq.steps, vq.time_budget_min) == ("difftalk-vq", recipe.UNCAPPED, 2.0)
-    assert (denoiser.stage, denoiser.steps, denoiser.batch_size) == ("difftalk", 3641, 4)
+    assert (denoiser.stage, denoiser.steps, denoiser.batch_size) == ("difftalk", 7165, 4)
     assert denoiser.first_stage == str(tmp_path / "vq_model")
     child = recipe.parse_args(recipe.common_flags(args))
     assert recipe.budget_from(child) == budget
