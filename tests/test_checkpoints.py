@@ -69,6 +69,20 @@ def test_save_load_round_trip(tiny_lfg, tmp_path):
     assert torch.equal(out_a, out_b)
 
 
+def test_building_for_loading_skips_only_writes_to_parameters():
+    with checkpoints._SkipParameterInit():
+        layer = torch.nn.Linear(3, 2)
+        weight = layer.weight.detach().clone()  # whatever the uninitialised memory holds
+        torch.nn.init.ones_(layer.weight)
+        layer.weight.uniform_()
+        layer.requires_grad_(False)
+        scratch = torch.zeros(2).add_(1.0)  # not a parameter: computed as usual
+    assert torch.equal(layer.weight.detach(), weight)
+    assert not layer.weight.requires_grad and torch.equal(scratch, torch.ones(2))
+    torch.nn.init.ones_(layer.weight)  # outside the mode, initialisation works again
+    assert torch.equal(layer.weight.detach(), torch.ones(2, 3))
+
+
 def test_load_component_dtype(tiny_lfg, tmp_path):
     model, cfg = tiny_lfg
     checkpoints.save_component(model, cfg, tmp_path / "c")

@@ -96,9 +96,9 @@ def config_from_json(text: str) -> Any:
 
 
 class _SkipParameterInit(TorchFunctionMode):
-    """While a network is built for loading, in-place calls on its parameters (``nn.init.*``, ``uniform_``,
-    ``zero_``, ...) do nothing: strict loading replaces every parameter right after, so the constructors'
-    random initialisation is wasted work. Buffers are computed as usual (non-persistent ones, rotary
+    """While a network is built for loading, in-place writes to its parameters (``nn.init.*``,
+    ``uniform_``, ``zero_``, ...; ``requires_grad_`` still applies) do nothing: strict loading
+    replaces every parameter right after, so the constructors' random initialisation is wasted work. Buffers are computed as usual (non-persistent ones, rotary
     frequencies and position tables, are in no state dict). A torch function mode is thread-local, so
     a network built meanwhile in another thread is initialised as usual. (Parameters on the meta device
     would skip the work too, but the first meta operation of a process imports torch._dynamo: about
@@ -108,8 +108,8 @@ class _SkipParameterInit(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
     ) -> Any:
         name = getattr(func, "__name__", "")
-        in_place = name.endswith("_") and not name.startswith("_")
-        if in_place and args and isinstance(args[0], nn.Parameter):
+        writes = name.endswith("_") and not name.startswith("_") and name != "requires_grad_"
+        if writes and args and isinstance(args[0], nn.Parameter):
             return args[0]
         return func(*args, **(kwargs or {}))
 
